@@ -1,0 +1,196 @@
+//! The HTTPS routes: the embedded viewer, `/healthz`, `/api/info`, and the
+//! WebSocket upgrade at `/signal`.
+//!
+//! | path        | methods   | answer                                   |
+//! |-------------|-----------|------------------------------------------|
+//! | `/`, assets | GET, HEAD | embedded files from `web-assets/`        |
+//! | `/healthz`  | GET, HEAD | `ok`                                     |
+//! | `/api/info` | GET, HEAD | JSON: device, version, fingerprint       |
+//! | `/signal`   | GET       | WebSocket upgrade (426 without one)      |
+//!
+//! Anything else is 404; a known path with another method is 405.
+
+pub mod assets;
+pub mod redirect;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::limits::ConnectionPermit;
+use crate::signaling::connection::{self, ConnectionConfig};
+use crate::signaling::Relay;
+
+/// Facts about the device that `/api/info` reports. Holds no secret.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub device_id: String,
+    pub hostname: String,
+    pub version: &'static str,
+    pub certificate_sha256: String,
+    pub mode: &'static str,
+    pub identity: crate::identity_store::IdentityOrigin,
+}
+
+/// What every request handler can see.
+pub struct AppState {
+    pub relay: Relay,
+    pub info: DeviceInfo,
+    pub connection: ConnectionConfig,
+}
+
+/// The content security policy of every page: only our own scripts, styles
+/// and connections; media from blobs; no framing.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+type Body = Full<Bytes>;
+
+/// Answers one request. `permit` keeps the connection counted while a
+/// WebSocket upgraded from it lives on.
+pub async fn handle(
+    request: Request<Incoming>,
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    permit: Arc<ConnectionPermit>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let response = match path.as_str() {
+        "/signal" if method == Method::GET => upgrade(request, state, peer, permit),
+        "/signal" => method_not_allowed("GET"),
+        "/healthz" => get_only(&method, || text(StatusCode::OK, "ok\n")),
+        "/api/info" => get_only(&method, || info(&state)),
+        _ => match assets::find(&path) {
+            Some(asset) => get_only(&method, || page(asset)),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
+    };
+    let mut response = response;
+    if method == Method::HEAD {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    Ok(response)
+}
+
+fn get_only(method: &Method, respond: impl FnOnce() -> Response<Body>) -> Response<Body> {
+    if method == Method::GET || method == Method::HEAD {
+        respond()
+    } else {
+        method_not_allowed("GET, HEAD")
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    add_security_headers(headers);
+    response
+}
+
+fn page(asset: assets::Asset) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(asset.bytes)));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    add_security_headers(headers);
+    response
+}
+
+fn info(state: &AppState) -> Response<Body> {
+    let body = serde_json::json!({
+        "name": state.info.name,
+        "device_id": state.info.device_id,
+        "hostname": state.info.hostname,
+        "version": state.info.version,
+        "certificate_sha256": state.info.certificate_sha256,
+        "mode": state.info.mode,
+        "identity": state.info.identity,
+        "signaling": state.relay.stats(),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    add_security_headers(headers);
+    response
+}
+
+fn add_security_headers(headers: &mut http::HeaderMap) {
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+}
+
+/// Accepts a WebSocket upgrade and hands the socket to a connection task.
+fn upgrade(
+    request: Request<Incoming>,
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    permit: Arc<ConnectionPermit>,
+) -> Response<Body> {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let is_upgrade = has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket");
+    let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).filter(|_| is_upgrade && version_ok) else {
+        let mut response =
+            text(StatusCode::UPGRADE_REQUIRED, "this endpoint speaks WebSocket (version 13) only\n");
+        response.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return response;
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let websocket_config = state.connection.websocket_config();
+    tokio::spawn(async move {
+        match hyper::upgrade::on(request).await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(websocket_config),
+                )
+                .await;
+                connection::run(socket, state.relay.clone(), peer.ip().to_canonical(), state.connection)
+                    .await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
+        }
+        drop(permit);
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}

@@ -1,0 +1,230 @@
+//! Run-time settings: the command line (`lookout --help`) and the plain
+//! [`Settings`] the rest of the library is configured with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::limits::RateLimit;
+use crate::signaling::connection::ConnectionConfig;
+use crate::signaling::throttle::ThrottleConfig;
+
+/// Which rooms the signaling server keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomMode {
+    /// Only the camera's own room, whose ID is the room secret.
+    Appliance { max_viewers: usize },
+    /// Any valid room ID makes a room (a generic signaling server).
+    Open { max_clients: usize },
+}
+
+/// Everything the server needs to know, independent of how it was given.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub http_redirect: Option<SocketAddr>,
+    pub state_dir: PathBuf,
+    pub rooms: RoomMode,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub handshake_timeout: Duration,
+    pub connection: ConnectionConfig,
+    pub throttle: ThrottleConfig,
+}
+
+impl Settings {
+    /// Defaults for tests and embedding: listen on 127.0.0.1 with any port.
+    pub fn for_tests(state_dir: PathBuf) -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_redirect: None,
+            state_dir,
+            rooms: RoomMode::Appliance { max_viewers: 4 },
+            max_connections: 256,
+            max_connections_per_ip: 16,
+            handshake_timeout: Duration::from_secs(10),
+            connection: ConnectionConfig::default(),
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+/// Lookout: a camera that is its own HTTPS server, signaling server and WebRTC peer.
+///
+/// Run by hand, it prints the viewer URL (with the room secret) and a QR code
+/// of it. Open the URL, accept the self-signed certificate, watch.
+#[derive(Debug, Parser)]
+#[command(name = "lookout", version, about, long_about = None)]
+pub struct Cli {
+    /// HTTPS address to listen on. `[::]` also accepts IPv4 where the system
+    /// allows; it falls back to 0.0.0.0. Default: port 443 under systemd, 8443 otherwise.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Also listen for plain HTTP here, only to redirect browsers to HTTPS.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http_redirect: Option<SocketAddr>,
+
+    /// Folder for the identity (room secret, TLS key). Default:
+    /// $STATE_DIRECTORY under systemd, else $XDG_STATE_HOME/lookout
+    /// (~/.local/state/lookout).
+    #[arg(long, value_name = "DIR", env = "LOOKOUT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Run as a generic signaling server: any 64-hex room ID makes a room.
+    #[arg(long)]
+    pub open_rooms: bool,
+
+    /// Viewers the camera's room admits at once (appliance mode).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub max_viewers: usize,
+
+    /// Clients per room in open mode.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub max_room_clients: usize,
+
+    /// Open connections in all.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Open connections from one address.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_connections_per_ip: usize,
+
+    /// Messages a signaling client may send in a burst.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub message_burst: u32,
+
+    /// Sustained messages per second a signaling client may send.
+    #[arg(long, default_value_t = 20.0, value_name = "N")]
+    pub message_rate: f64,
+
+    /// Largest signaling message, in bytes.
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub max_message_bytes: usize,
+
+    /// Deadline for the TLS handshake and the HTTP request (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub handshake_timeout: Duration,
+
+    /// How often idle signaling connections are pinged.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub ping_interval: Duration,
+
+    /// A signaling connection silent for this long is dropped.
+    #[arg(long, default_value = "45s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub peer_timeout: Duration,
+
+    /// Wait after a wrong room secret; doubles with each further wrong one.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub guess_backoff: Duration,
+
+    /// Longest wait after wrong room secrets.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub guess_backoff_max: Duration,
+
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lookout=debug`.
+    #[arg(long, default_value = "info", env = "LOOKOUT_LOG", value_name = "FILTER")]
+    pub log: String,
+}
+
+/// True when systemd started us (it sets INVOCATION_ID for every unit).
+pub fn under_systemd() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some()
+}
+
+impl Cli {
+    /// Resolves defaults that depend on the environment.
+    pub fn settings(&self) -> Settings {
+        let service = under_systemd();
+        let default_port = if service { 443 } else { 8443 };
+        Settings {
+            listen: self.listen.unwrap_or_else(|| SocketAddr::from(([0u16; 8], default_port))),
+            http_redirect: self.http_redirect,
+            state_dir: self.state_dir.clone().unwrap_or_else(|| default_state_dir(service)),
+            rooms: if self.open_rooms {
+                RoomMode::Open { max_clients: self.max_room_clients }
+            } else {
+                RoomMode::Appliance { max_viewers: self.max_viewers }
+            },
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            handshake_timeout: self.handshake_timeout,
+            connection: ConnectionConfig {
+                max_message_bytes: self.max_message_bytes,
+                rate: RateLimit { burst: self.message_burst, per_second: self.message_rate },
+                ping_interval: self.ping_interval,
+                peer_timeout: self.peer_timeout,
+                ..ConnectionConfig::default()
+            },
+            throttle: ThrottleConfig {
+                base_delay: self.guess_backoff,
+                max_delay: self.guess_backoff_max,
+                ..ThrottleConfig::default()
+            },
+        }
+    }
+}
+
+fn default_state_dir(service: bool) -> PathBuf {
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY") {
+        // systemd may list several, separated by ':'; ours is the first.
+        if let Some(first) = std::env::split_paths(&dirs).next() {
+            return first;
+        }
+    }
+    if service {
+        return PathBuf::from("/var/lib/lookout");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("lookout");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/lookout"),
+        None => PathBuf::from("/var/lib/lookout"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_reach_the_settings() {
+        let cli = Cli::parse_from([
+            "lookout",
+            "--listen",
+            "127.0.0.1:9000",
+            "--open-rooms",
+            "--max-room-clients",
+            "3",
+            "--handshake-timeout",
+            "250ms",
+            "--state-dir",
+            "/tmp/x",
+        ]);
+        let settings = cli.settings();
+        assert_eq!(settings.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(settings.rooms, RoomMode::Open { max_clients: 3 });
+        assert_eq!(settings.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(settings.state_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let settings = Cli::parse_from(["lookout"]).settings();
+        assert_eq!(settings.rooms, RoomMode::Appliance { max_viewers: 4 });
+        assert_eq!((settings.max_connections, settings.max_connections_per_ip), (256, 16));
+        assert_eq!(settings.connection.max_message_bytes, 65536);
+        assert_eq!(settings.connection.ping_interval, Duration::from_secs(15));
+        assert_eq!(settings.connection.peer_timeout, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,458 @@
+//! The signaling rules as a plain state machine.
+//!
+//! The hub owns the rooms and the state of every client. Each call takes an
+//! event (a client connected, sent bytes, went away) and returns the
+//! [`Effect`]s to carry out: messages to send and connections to close. It
+//! does no I/O, reads no clock and draws no random numbers, so unit tests
+//! drive it directly and the WebSocket layer only moves bytes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use lookout_provisioning::RoomSecret;
+
+use super::ids::{ClientId, RoomId};
+use super::protocol::{ErrorCode, PeerMessage, ServerMessage};
+use super::throttle::{GuessThrottle, ThrottleConfig};
+
+/// Which rooms exist and how many may be in them.
+#[derive(Debug, Clone)]
+pub enum RoomPolicy {
+    /// The camera's own room is the only one; its ID is the room secret. It
+    /// holds the camera (the device client) plus up to `max_viewers` others.
+    Appliance { secret: RoomSecret, max_viewers: usize },
+    /// A generic signaling server: any valid ID makes a room of at most
+    /// `max_clients`.
+    Open { max_clients: usize },
+}
+
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub policy: RoomPolicy,
+    pub throttle: ThrottleConfig,
+}
+
+/// What the caller must do after an event.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Send `message` to `to`.
+    Send { to: ClientId, message: ServerMessage },
+    /// Send `Error { code }` to `client`, then close its connection with the
+    /// code's close code. The hub has already forgotten the client.
+    Disconnect { client: ClientId, code: ErrorCode },
+}
+
+/// A connected client's place in the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ClientState {
+    /// Got `Hello`; may send only `JoinOrCreate`.
+    Greeted,
+    /// In a room; may send `Signal`.
+    Joined(RoomId),
+}
+
+#[derive(Debug)]
+struct Client {
+    ip: IpAddr,
+    state: ClientState,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// Members in the order they joined.
+    members: Vec<ClientId>,
+}
+
+/// The signaling state machine.
+#[derive(Debug)]
+pub struct Hub {
+    policy: RoomPolicy,
+    rooms: HashMap<RoomId, Room>,
+    clients: HashMap<ClientId, Client>,
+    throttle: GuessThrottle,
+    /// The in-process camera client, which does not take a viewer's place.
+    device: Option<ClientId>,
+}
+
+impl Hub {
+    pub fn new(config: HubConfig) -> Self {
+        let mut rooms = HashMap::new();
+        if let RoomPolicy::Appliance { secret, .. } = &config.policy {
+            rooms.insert(Self::appliance_room_id(secret), Room::default());
+        }
+        Hub {
+            policy: config.policy,
+            rooms,
+            clients: HashMap::new(),
+            throttle: GuessThrottle::new(config.throttle),
+            device: None,
+        }
+    }
+
+    fn appliance_room_id(secret: &RoomSecret) -> RoomId {
+        let mut bytes = [0u8; 32];
+        // `expose_hex` is the only way out of a RoomSecret; the hex is decoded
+        // straight back and never leaves this function.
+        let _ = hex::decode_to_slice(secret.expose_hex(), &mut bytes);
+        RoomId::from_bytes(bytes)
+    }
+
+    /// A client connected: greet it.
+    pub fn connect(&mut self, id: ClientId, ip: IpAddr) -> Vec<Effect> {
+        self.clients.insert(id, Client { ip, state: ClientState::Greeted });
+        vec![Effect::Send { to: id, message: ServerMessage::Hello { client_id: id } }]
+    }
+
+    /// Marks `id` (already connected) as the camera itself, which joins the
+    /// appliance room without counting against the viewer limit.
+    pub fn set_device(&mut self, id: ClientId) {
+        self.device = Some(id);
+    }
+
+    /// A client sent a message.
+    pub fn receive(&mut self, from: ClientId, payload: &[u8], now: Instant) -> Vec<Effect> {
+        let Some(client) = self.clients.get(&from) else {
+            return Vec::new();
+        };
+        let state = client.state.clone();
+        let message = match PeerMessage::parse(payload) {
+            Ok(message) => message,
+            Err(code) => return self.fail(from, code),
+        };
+        match (state, message) {
+            (ClientState::Greeted, PeerMessage::JoinOrCreate { room_id }) => self.join(from, room_id, now),
+            (ClientState::Joined(_), PeerMessage::JoinOrCreate { .. }) => {
+                self.fail(from, ErrorCode::AlreadyJoined)
+            }
+            (ClientState::Greeted, PeerMessage::Signal { .. }) => self.fail(from, ErrorCode::NotJoined),
+            (ClientState::Joined(room_id), PeerMessage::Signal { signal, to }) => {
+                let Some(room) = self.rooms.get(&room_id) else {
+                    return Vec::new();
+                };
+                let others = room.members.iter().copied().filter(|m| *m != from);
+                match to {
+                    None => others
+                        .map(|to| Effect::Send {
+                            to,
+                            message: ServerMessage::RoomSignal { from, signal: signal.clone() },
+                        })
+                        .collect(),
+                    Some(to) if others.clone().any(|m| m == to) => {
+                        vec![Effect::Send { to, message: ServerMessage::RoomSignal { from, signal } }]
+                    }
+                    Some(_) => {
+                        vec![Effect::Send { to: from, message: ServerMessage::error(ErrorCode::UnknownPeer) }]
+                    }
+                }
+            }
+        }
+    }
+
+    /// A client's connection ended (closed, reset, timed out). Idempotent.
+    pub fn disconnect(&mut self, id: ClientId) -> Vec<Effect> {
+        if self.device == Some(id) {
+            self.device = None;
+        }
+        let Some(client) = self.clients.remove(&id) else {
+            return Vec::new();
+        };
+        let ClientState::Joined(room_id) = client.state else {
+            return Vec::new();
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return Vec::new();
+        };
+        room.members.retain(|m| *m != id);
+        let effects = room
+            .members
+            .iter()
+            .map(|&to| Effect::Send { to, message: ServerMessage::RoomLeave { client_id: id } })
+            .collect();
+        if room.members.is_empty() && matches!(self.policy, RoomPolicy::Open { .. }) {
+            self.rooms.remove(&room_id);
+        }
+        effects
+    }
+
+    /// Ends a client for a reason found outside the hub (oversized message,
+    /// rate limit): the client is told, disconnected, and its room told.
+    pub fn fail(&mut self, id: ClientId, code: ErrorCode) -> Vec<Effect> {
+        if code.close_code().is_none() {
+            return vec![Effect::Send { to: id, message: ServerMessage::error(code) }];
+        }
+        let mut effects = vec![Effect::Disconnect { client: id, code }];
+        effects.extend(self.disconnect(id));
+        effects
+    }
+
+    fn join(&mut self, id: ClientId, room_id: RoomId, now: Instant) -> Vec<Effect> {
+        let ip = match self.clients.get(&id) {
+            Some(client) => client.ip,
+            None => return Vec::new(),
+        };
+        let capacity = match &self.policy {
+            RoomPolicy::Appliance { secret, max_viewers } => {
+                if let Err(wait) = self.throttle.check(ip, now) {
+                    tracing::warn!(%ip, wait_ms = wait.as_millis() as u64, "room secret attempt refused: too many wrong guesses");
+                    return self.fail(id, ErrorCode::TooManyAttempts);
+                }
+                if !secret.matches(room_id.as_bytes()) {
+                    let (failures, delay) = self.throttle.record_failure(ip, now);
+                    tracing::warn!(%ip, failures, backoff_ms = delay.as_millis() as u64, "wrong room secret");
+                    return self.fail(id, ErrorCode::UnknownRoom);
+                }
+                self.throttle.record_success(ip);
+                let device_present = self.device.is_some_and(|d| d != id);
+                if self.device == Some(id) {
+                    usize::MAX
+                } else {
+                    max_viewers + usize::from(device_present)
+                }
+            }
+            RoomPolicy::Open { max_clients } => *max_clients,
+        };
+        let room = self.rooms.entry(room_id.clone()).or_default();
+        if room.members.len() >= capacity {
+            return self.fail(id, ErrorCode::RoomFull);
+        }
+        let others = room.members.clone();
+        room.members.push(id);
+        if let Some(client) = self.clients.get_mut(&id) {
+            client.state = ClientState::Joined(room_id.clone());
+        }
+        let mut effects = vec![Effect::Send {
+            to: id,
+            message: ServerMessage::Joined { room_id, clients: others.clone() },
+        }];
+        effects.extend(
+            others
+                .into_iter()
+                .map(|to| Effect::Send { to, message: ServerMessage::RoomJoin { client_id: id } }),
+        );
+        effects
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Members of the appliance room other than the camera (0 in open mode).
+    pub fn viewer_count(&self) -> usize {
+        match &self.policy {
+            RoomPolicy::Appliance { secret, .. } => self
+                .rooms
+                .get(&Self::appliance_room_id(secret))
+                .map_or(0, |room| room.members.iter().filter(|m| Some(**m) != self.device).count()),
+            RoomPolicy::Open { .. } => 0,
+        }
+    }
+
+    /// Number of rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const IP: &str = "192.0.2.10";
+
+    fn secret() -> RoomSecret {
+        RoomSecret::from_bytes([0x5a; 32])
+    }
+
+    fn appliance(max_viewers: usize) -> Hub {
+        Hub::new(HubConfig {
+            policy: RoomPolicy::Appliance { secret: secret(), max_viewers },
+            throttle: ThrottleConfig::default(),
+        })
+    }
+
+    fn open(max_clients: usize) -> Hub {
+        Hub::new(HubConfig { policy: RoomPolicy::Open { max_clients }, throttle: ThrottleConfig::default() })
+    }
+
+    fn id(n: u8) -> ClientId {
+        ClientId::from_bytes([n; 16])
+    }
+
+    fn join_text(room: &str) -> Vec<u8> {
+        format!(r#"{{"type":"JoinOrCreate","room_id":"{room}"}}"#).into_bytes()
+    }
+
+    fn good_room() -> String {
+        "5a".repeat(32)
+    }
+
+    fn sent_to(effects: &[Effect], who: ClientId) -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Send { to, message } if *to == who => Some(message.to_json()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn disconnected(effects: &[Effect]) -> Vec<(ClientId, ErrorCode)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Disconnect { client, code } => Some((*client, *code)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn connect_and_join(hub: &mut Hub, n: u8, room: &str) -> Vec<Effect> {
+        hub.connect(id(n), IP.parse().unwrap());
+        hub.receive(id(n), &join_text(room), Instant::now())
+    }
+
+    #[test]
+    fn hello_carries_the_assigned_id() {
+        let mut hub = appliance(4);
+        let effects = hub.connect(id(1), IP.parse().unwrap());
+        assert_eq!(
+            sent_to(&effects, id(1)),
+            [format!(r#"{{"type":"Hello","client_id":"{}"}}"#, "01".repeat(16))]
+        );
+    }
+
+    #[test]
+    fn joiner_learns_who_is_there_and_the_others_learn_of_the_joiner() {
+        let mut hub = appliance(4);
+        connect_and_join(&mut hub, 1, &good_room());
+        let effects = connect_and_join(&mut hub, 2, &good_room());
+        let joined = &sent_to(&effects, id(2))[0];
+        assert!(joined.contains(r#""type":"Joined""#) && joined.contains(&"01".repeat(16)), "{joined}");
+        assert_eq!(
+            sent_to(&effects, id(1)),
+            [format!(r#"{{"type":"Room/Join","client_id":"{}"}}"#, "02".repeat(16))]
+        );
+    }
+
+    #[test]
+    fn wrong_secret_is_unknown_room_then_throttled() {
+        let mut hub = appliance(4);
+        let t0 = Instant::now();
+        hub.connect(id(1), IP.parse().unwrap());
+        let effects = hub.receive(id(1), &join_text(&"00".repeat(32)), t0);
+        assert_eq!(disconnected(&effects), [(id(1), ErrorCode::UnknownRoom)]);
+        hub.connect(id(2), IP.parse().unwrap());
+        let effects = hub.receive(id(2), &join_text(&good_room()), t0 + Duration::from_millis(100));
+        assert_eq!(disconnected(&effects), [(id(2), ErrorCode::TooManyAttempts)], "even a right guess waits");
+        hub.connect(id(3), IP.parse().unwrap());
+        let effects = hub.receive(id(3), &join_text(&good_room()), t0 + Duration::from_secs(2));
+        assert!(disconnected(&effects).is_empty());
+        assert_eq!(hub.client_count(), 1);
+    }
+
+    #[test]
+    fn appliance_room_admits_max_viewers_plus_the_device() {
+        let mut hub = appliance(2);
+        hub.connect(id(9), IP.parse().unwrap());
+        hub.set_device(id(9));
+        hub.receive(id(9), &join_text(&good_room()), Instant::now());
+        assert!(disconnected(&connect_and_join(&mut hub, 1, &good_room())).is_empty());
+        assert!(disconnected(&connect_and_join(&mut hub, 2, &good_room())).is_empty());
+        assert_eq!(
+            disconnected(&connect_and_join(&mut hub, 3, &good_room())),
+            [(id(3), ErrorCode::RoomFull)]
+        );
+        assert_eq!(hub.viewer_count(), 2);
+    }
+
+    #[test]
+    fn open_mode_makes_rooms_of_at_most_max_clients_and_drops_empty_ones() {
+        let mut hub = open(2);
+        let room = "ab".repeat(32);
+        connect_and_join(&mut hub, 1, &room);
+        connect_and_join(&mut hub, 2, &room);
+        assert_eq!(disconnected(&connect_and_join(&mut hub, 3, &room)), [(id(3), ErrorCode::RoomFull)]);
+        assert!(disconnected(&connect_and_join(&mut hub, 4, &"cd".repeat(32))).is_empty());
+        assert_eq!(hub.room_count(), 2);
+        hub.disconnect(id(4));
+        assert_eq!(hub.room_count(), 1);
+    }
+
+    #[test]
+    fn signal_goes_to_everyone_else_or_only_to_the_addressee() {
+        let mut hub = open(3);
+        let room = "ab".repeat(32);
+        for n in 1..=3 {
+            connect_and_join(&mut hub, n, &room);
+        }
+        let broadcast = hub.receive(id(1), br#"{"type":"Signal","signal":{"x":1}}"#, Instant::now());
+        assert_eq!(sent_to(&broadcast, id(1)).len(), 0);
+        let expected = format!(r#"{{"type":"Room/Signal","from":"{}","signal":{{"x":1}}}}"#, "01".repeat(16));
+        assert_eq!(sent_to(&broadcast, id(2)), std::slice::from_ref(&expected));
+        assert_eq!(sent_to(&broadcast, id(3)), [expected]);
+
+        let text = format!(r#"{{"type":"Signal","signal":2,"to":"{}"}}"#, "03".repeat(16));
+        let addressed = hub.receive(id(1), text.as_bytes(), Instant::now());
+        assert_eq!(addressed.len(), 1);
+        assert_eq!(sent_to(&addressed, id(3)).len(), 1);
+    }
+
+    #[test]
+    fn signal_to_a_stranger_is_a_non_fatal_error() {
+        let mut hub = open(2);
+        connect_and_join(&mut hub, 1, &"ab".repeat(32));
+        connect_and_join(&mut hub, 2, &"cd".repeat(32));
+        for to in [id(2), id(1), id(7)] {
+            let text = format!(r#"{{"type":"Signal","signal":2,"to":"{to}"}}"#);
+            let effects = hub.receive(id(1), text.as_bytes(), Instant::now());
+            assert!(disconnected(&effects).is_empty());
+            assert!(sent_to(&effects, id(1))[0].contains("unknown-peer"));
+        }
+    }
+
+    #[test]
+    fn protocol_breaches_disconnect_with_their_code() {
+        let mut hub = open(2);
+        hub.connect(id(1), IP.parse().unwrap());
+        let effects = hub.receive(id(1), br#"{"type":"Signal","signal":1}"#, Instant::now());
+        assert_eq!(disconnected(&effects), [(id(1), ErrorCode::NotJoined)]);
+
+        connect_and_join(&mut hub, 2, &"ab".repeat(32));
+        let effects = hub.receive(id(2), &join_text(&"ab".repeat(32)), Instant::now());
+        assert_eq!(disconnected(&effects), [(id(2), ErrorCode::AlreadyJoined)]);
+
+        hub.connect(id(3), IP.parse().unwrap());
+        let effects = hub.receive(id(3), br#"{"type":"Hello","client_id":"x"}"#, Instant::now());
+        assert_eq!(disconnected(&effects), [(id(3), ErrorCode::ServerMessage)]);
+        assert_eq!(hub.client_count(), 0);
+    }
+
+    #[test]
+    fn leaving_tells_the_others_once() {
+        let mut hub = appliance(4);
+        connect_and_join(&mut hub, 1, &good_room());
+        connect_and_join(&mut hub, 2, &good_room());
+        let effects = hub.disconnect(id(2));
+        assert_eq!(
+            sent_to(&effects, id(1)),
+            [format!(r#"{{"type":"Room/Leave","client_id":"{}"}}"#, "02".repeat(16))]
+        );
+        assert!(hub.disconnect(id(2)).is_empty());
+        assert_eq!(hub.room_count(), 1, "the appliance room stays");
+    }
+
+    #[test]
+    fn a_disconnected_client_is_a_leave_for_the_room() {
+        let mut hub = open(2);
+        let room = "ab".repeat(32);
+        connect_and_join(&mut hub, 1, &room);
+        connect_and_join(&mut hub, 2, &room);
+        let effects = hub.receive(id(2), b"garbage", Instant::now());
+        assert_eq!(disconnected(&effects), [(id(2), ErrorCode::InvalidJson)]);
+        assert!(sent_to(&effects, id(1))[0].contains("Room/Leave"));
+    }
+}

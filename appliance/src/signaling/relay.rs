@@ -1,0 +1,162 @@
+//! The hub behind a mutex, plus one outgoing channel per connected client.
+//!
+//! Connection tasks call in with what happened; the relay runs the hub under
+//! its lock (never across an await), then hands each effect to the addressed
+//! client's channel. A client whose channel is full does not read its
+//! messages: it is cut off rather than allowed to grow memory or stall others.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::hub::{Effect, Hub, HubConfig};
+use super::ids::ClientId;
+use super::protocol::{ErrorCode, ServerMessage};
+
+/// Messages queued per client before it counts as too slow.
+pub const OUTBOX_CAPACITY: usize = 256;
+
+/// What a connection task is told to do.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// Send this JSON as a binary WebSocket message.
+    Message(Bytes),
+    /// Send this JSON (an `Error`), then close with `code`.
+    Close { message: Bytes, code: ErrorCode },
+}
+
+struct State {
+    hub: Hub,
+    outboxes: HashMap<ClientId, mpsc::Sender<Outbound>>,
+}
+
+/// The shared signaling state. Cheap to clone.
+#[derive(Clone)]
+pub struct Relay {
+    state: Arc<Mutex<State>>,
+}
+
+/// Counters for `/api/info`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct RelayStats {
+    pub clients: usize,
+    pub viewers: usize,
+    pub rooms: usize,
+}
+
+impl Relay {
+    pub fn new(config: HubConfig) -> Self {
+        Relay { state: Arc::new(Mutex::new(State { hub: Hub::new(config), outboxes: HashMap::new() })) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the hub as consistent as
+        // between any two events, so keep serving rather than poison forever.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a new client; its first queued message is `Hello`.
+    pub fn connect(&self, ip: IpAddr) -> (ClientId, mpsc::Receiver<Outbound>) {
+        let (sender, receiver) = mpsc::channel(OUTBOX_CAPACITY);
+        let id = ClientId::random();
+        let effects = {
+            let mut state = self.lock();
+            state.outboxes.insert(id, sender);
+            state.hub.connect(id, ip)
+        };
+        self.deliver(effects);
+        (id, receiver)
+    }
+
+    /// Registers the in-process camera client (see [`Hub::set_device`]).
+    pub fn connect_device(&self) -> (ClientId, mpsc::Receiver<Outbound>) {
+        let (id, receiver) = self.connect(IpAddr::from([127, 0, 0, 1]));
+        self.lock().hub.set_device(id);
+        (id, receiver)
+    }
+
+    /// A client sent a WebSocket message.
+    pub fn receive(&self, from: ClientId, payload: &[u8]) {
+        let effects = self.lock().hub.receive(from, payload, Instant::now());
+        self.deliver(effects);
+    }
+
+    /// The connection layer found a fatal fault (oversize, rate).
+    pub fn fail(&self, client: ClientId, code: ErrorCode) {
+        let effects = self.lock().hub.fail(client, code);
+        self.deliver(effects);
+    }
+
+    /// A client's connection ended. Idempotent.
+    pub fn disconnect(&self, client: ClientId) {
+        let effects = {
+            let mut state = self.lock();
+            state.outboxes.remove(&client);
+            state.hub.disconnect(client)
+        };
+        self.deliver(effects);
+    }
+
+    pub fn stats(&self) -> RelayStats {
+        let state = self.lock();
+        RelayStats {
+            clients: state.hub.client_count(),
+            viewers: state.hub.viewer_count(),
+            rooms: state.hub.room_count(),
+        }
+    }
+
+    /// Tells every client the server is going away.
+    pub fn shut_down(&self) {
+        let clients: Vec<ClientId> = self.lock().outboxes.keys().copied().collect();
+        for client in clients {
+            self.fail(client, ErrorCode::ShuttingDown);
+        }
+    }
+
+    fn deliver(&self, effects: Vec<Effect>) {
+        if effects.is_empty() {
+            return;
+        }
+        // Serialise outside the lock; take the lock once to look up senders.
+        let prepared: Vec<(ClientId, Outbound)> = effects
+            .into_iter()
+            .map(|effect| match effect {
+                Effect::Send { to, message } => (to, Outbound::Message(Bytes::from(message.to_json()))),
+                Effect::Disconnect { client, code } => {
+                    let message = Bytes::from(ServerMessage::error(code).to_json());
+                    (client, Outbound::Close { message, code })
+                }
+            })
+            .collect();
+        let mut too_slow = Vec::new();
+        {
+            let mut state = self.lock();
+            for (to, outbound) in prepared {
+                let closing = matches!(outbound, Outbound::Close { .. });
+                let Some(sender) = state.outboxes.get(&to) else { continue };
+                if sender.try_send(outbound).is_err() {
+                    too_slow.push(to);
+                }
+                if closing {
+                    // The hub has forgotten this client; dropping the sender
+                    // lets its task end once the close is sent.
+                    state.outboxes.remove(&to);
+                }
+            }
+            for client in &too_slow {
+                // Dropping the sender makes the connection task's receive end
+                // return `None`, upon which it closes with `too-slow`.
+                state.outboxes.remove(client);
+            }
+        }
+        for client in too_slow {
+            tracing::warn!(%client, "client does not read its messages; disconnecting");
+            self.disconnect(client);
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Test harness: a real `lookout` server on 127.0.0.1 and real clients
+//! (rustls + tokio-tungstenite) that trust its self-signed certificate.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use lookout::identity_store;
+use lookout::server::Server;
+use lookout::settings::Settings;
+use lookout_provisioning::Identity;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen at once.
+pub const PROMPT: Duration = Duration::from_secs(5);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub redirect_addr: Option<SocketAddr>,
+    pub identity: Identity,
+    pub relay: lookout::signaling::Relay,
+    _state_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with test defaults, adjusted by `configure`.
+    pub async fn start(configure: impl FnOnce(&mut Settings)) -> TestServer {
+        let state_dir = tempfile::tempdir().expect("temporary state folder");
+        let mut settings = Settings::for_tests(state_dir.path().to_owned());
+        configure(&mut settings);
+        let (identity, origin) = identity_store::load_or_create(&settings.state_dir).expect("identity");
+        let server = Server::bind(&settings, &identity, origin).await.expect("server binds");
+        let addr = server.local_addr().expect("bound address");
+        let redirect_addr = server.redirect_addr();
+        let relay = server.relay();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = stop.await;
+        }));
+        TestServer {
+            addr,
+            redirect_addr,
+            identity,
+            relay,
+            _state_dir: state_dir,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    pub fn secret_hex(&self) -> String {
+        self.identity.room_secret().expose_hex()
+    }
+
+    /// A TLS client configuration that trusts exactly this server's certificate.
+    pub fn tls_client_config(&self) -> Arc<rustls::ClientConfig> {
+        tls_client_config(&self.identity, vec![b"http/1.1".to_vec()])
+    }
+
+    /// Opens a TLS connection to the server.
+    pub async fn tls(&self) -> TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.addr).await.expect("TCP connect");
+        let connector = tokio_rustls::TlsConnector::from(self.tls_client_config());
+        let name = ServerName::try_from("localhost").expect("server name");
+        connector.connect(name, tcp).await.expect("TLS handshake")
+    }
+
+    /// Sends one HTTP/1.1 request over a fresh TLS connection; returns the response.
+    pub async fn request(&self, method: &str, path: &str, extra_headers: &str) -> HttpResponse {
+        let mut tls = self.tls().await;
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra_headers}\r\n"
+        );
+        tls.write_all(request.as_bytes()).await.expect("write request");
+        let mut raw = Vec::new();
+        tokio::time::timeout(PROMPT, tls.read_to_end(&mut raw)).await.expect("response in time").ok();
+        HttpResponse::parse(&raw)
+    }
+
+    /// A signaling client that has read its `Hello`.
+    pub async fn client(&self) -> SignalingClient {
+        let mut client = self.connect_ws().await.expect("WebSocket connects");
+        let hello = client.recv().await;
+        assert_eq!(hello["type"], "Hello", "first message is Hello: {hello}");
+        let id = hello["client_id"].as_str().expect("client_id is a string").to_owned();
+        client.id = id;
+        client
+    }
+
+    /// A WebSocket connection without reading anything.
+    pub async fn connect_ws(&self) -> Result<SignalingClient, tokio_tungstenite::tungstenite::Error> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        let url = format!("wss://localhost:{}/signal", self.addr.port());
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls_client_config());
+        let (ws, response) =
+            tokio_tungstenite::client_async_tls_with_config(url, tcp, None, Some(connector)).await?;
+        assert_eq!(response.status(), 101);
+        Ok(SignalingClient { ws, id: String::new() })
+    }
+
+    /// A client that has joined the camera's room.
+    pub async fn joined_client(&self) -> SignalingClient {
+        let mut client = self.client().await;
+        let joined = client.join(&self.secret_hex()).await;
+        assert_eq!(joined["type"], "Joined", "{joined}");
+        client
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(PROMPT, task).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn tls_client_config(identity: &Identity, alpn: Vec<Vec<u8>>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(identity.certificate_der().to_vec()))
+        .expect("certificate is a valid root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn;
+    Arc::new(config)
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn parse(raw: &[u8]) -> HttpResponse {
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response head");
+        let head = String::from_utf8_lossy(&raw[..split]);
+        let mut lines = head.lines();
+        let status_line = lines.next().expect("status line");
+        let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A real WebSocket client of the signaling protocol.
+pub struct SignalingClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub id: String,
+}
+
+/// What the server sent next.
+#[derive(Debug)]
+pub enum Received {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+impl SignalingClient {
+    pub async fn send(&mut self, message: Value) {
+        self.ws.send(Message::Binary(message.to_string().into())).await.expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.expect("send text");
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        // A send may fail if the server already closed; the test checks what it received.
+        let _ = self.ws.send(Message::Binary(bytes.into())).await;
+    }
+
+    pub async fn join(&mut self, room: &str) -> Value {
+        self.send(json!({"type": "JoinOrCreate", "room_id": room})).await;
+        self.recv().await
+    }
+
+    /// The next server message or the close, within [`PROMPT`].
+    pub async fn next(&mut self) -> Received {
+        self.next_within(PROMPT).await.expect("the server answered in time")
+    }
+
+    pub async fn next_within(&mut self, wait: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            return Some(match message {
+                Some(Ok(Message::Binary(bytes))) => {
+                    Received::Json(serde_json::from_slice(&bytes).expect("server sends JSON"))
+                }
+                Some(Ok(Message::Text(text))) => panic!("server sent a text message: {text}"),
+                Some(Ok(Message::Close(frame))) => Received::Closed(frame.map(|f| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => Received::Closed(None),
+            });
+        }
+    }
+
+    /// The next server message, which must be JSON.
+    pub async fn recv(&mut self) -> Value {
+        match self.next().await {
+            Received::Json(value) => value,
+            Received::Closed(code) => panic!("expected a message, the server closed ({code:?})"),
+        }
+    }
+
+    /// Expects an `Error` with `code`, then a close with `close_code`.
+    pub async fn expect_fatal(&mut self, code: &str, close_code: u16) {
+        let error = self.recv().await;
+        assert_eq!(error["type"], "Error", "{error}");
+        assert_eq!(error["code"], code, "{error}");
+        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a text: {error}");
+        match self.next().await {
+            Received::Closed(got) => assert_eq!(got, Some(close_code), "close code after {code}"),
+            Received::Json(other) => panic!("expected close after {code}, got {other}"),
+        }
+    }
+
+    /// Asserts that nothing arrives for `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Some(received) = self.next_within(wait).await {
+            panic!("expected nothing, got {received:?}");
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .ws
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            }))
+            .await;
+    }
+}
+
+pub fn room(byte: &str) -> String {
+    byte.repeat(32)
+}
