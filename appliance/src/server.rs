@@ -122,7 +122,16 @@ impl Server {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        // A host without IPv6 cannot bind `[::]`: serve IPv4 rather than nothing.
+        Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            tracing::warn!(%addr, error = %e, fallback = %v4, "cannot listen on IPv6; using IPv4 only");
+            TcpListener::bind(v4).await.map_err(|source| ServerError::Bind { addr: v4, source })
+        }
+        Err(source) => Err(ServerError::Bind { addr, source }),
+    }
 }
 
 async fn accept_loop(

@@ -81,6 +81,9 @@ where
 
     let ending = loop {
         tokio::select! {
+            // Outgoing first: an error the relay queued for this client is
+            // sent before anything more is read from it.
+            biased;
             outbound = outbox.recv() => match outbound {
                 Some(Outbound::Message(bytes)) => {
                     if !send(&mut sink, config.write_timeout, Message::Binary(bytes)).await {

@@ -135,6 +135,30 @@ impl Drop for TestServer {
     }
 }
 
+/// A server running in another process, reached by address.
+pub struct RemoteServer {
+    pub addr: SocketAddr,
+    pub identity: Identity,
+}
+
+impl RemoteServer {
+    pub async fn client(&self) -> SignalingClient {
+        let tcp = TcpStream::connect(self.addr).await.expect("TCP connect");
+        let url = format!("wss://localhost:{}/signal", self.addr.port());
+        let connector = tokio_tungstenite::Connector::Rustls(tls_client_config(
+            &self.identity,
+            vec![b"http/1.1".to_vec()],
+        ));
+        let (ws, _) = tokio_tungstenite::client_async_tls_with_config(url, tcp, None, Some(connector))
+            .await
+            .expect("WebSocket connects");
+        let mut client = SignalingClient { ws, id: String::new() };
+        let hello = client.recv().await;
+        client.id = hello["client_id"].as_str().expect("Hello").to_owned();
+        client
+    }
+}
+
 pub fn tls_client_config(identity: &Identity, alpn: Vec<Vec<u8>>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots
