@@ -20,7 +20,8 @@ apt_install() {
     fi
 }
 
-apt_install build-essential pkg-config
+apt_install build-essential pkg-config chromium iproute2 util-linux
+command -v node >/dev/null || apt_install nodejs npm
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -30,3 +31,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "browser end-to-end tests (Chromium, in a network namespace with only loopback)"
+# Built by `cargo test` above; the browser tests run the real binary.
+export LOOKOUT_BIN="$PWD/target/debug/lookout"
+[ -x "$LOOKOUT_BIN" ] || { echo "missing $LOOKOUT_BIN" >&2; exit 1; }
+(cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1'

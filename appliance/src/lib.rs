@@ -12,11 +12,14 @@
 //! - [`banner`]: what a person running `lookout` in a terminal sees.
 //! - [`logging`]: the tracing set-up.
 
+pub mod app;
 pub mod banner;
 pub mod http;
 pub mod identity_store;
 pub mod limits;
 pub mod logging;
+pub mod media;
+pub mod peer;
 pub mod server;
 pub mod settings;
 pub mod signaling;

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use lookout::app::App;
 use lookout::identity_store;
-use lookout::server::Server;
 use lookout::settings::Cli;
 
 fn main() -> ExitCode {
@@ -35,7 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings();
     let (identity, origin) = identity_store::load_or_create(&settings.state_dir)
         .with_context(|| format!("no usable identity in {}", settings.state_dir.display()))?;
-    let server = Server::bind(&settings, &identity, origin).await.context("cannot start the server")?;
+    let server = App::start(&settings, &identity, origin).await.context("cannot start")?;
     let addr = server.local_addr().context("cannot read the bound address")?;
     tracing::info!(
         %addr,

@@ -151,8 +151,12 @@ impl Notifier {
     }
 
     /// Send one raw notification datagram (newline-separated assignments).
+    ///
+    /// The socket is non-blocking, so calling this from an async task never stalls
+    /// the runtime: if the service manager's queue were full the call fails instead.
     pub fn send(&self, message: &str) -> Result<(), NotifyError> {
         let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
         let written = match &self.address {
             Address::Path(path) => socket.send_to(message.as_bytes(), path)?,
             Address::Abstract(name) => send_to_abstract(&socket, name, message.as_bytes())?,

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::http::{self, AppState, DeviceInfo};
 use crate::identity_store::IdentityOrigin;
 use crate::limits::ConnectionLimiter;
+use crate::media::pipeline::StatusHandle;
 use crate::settings::{RoomMode, Settings};
 use crate::signaling::{HubConfig, Relay, RoomPolicy};
 use crate::tls;
@@ -45,6 +46,7 @@ impl Server {
         settings: &Settings,
         identity: &Identity,
         origin: IdentityOrigin,
+        camera: Option<StatusHandle>,
     ) -> Result<Server, ServerError> {
         let listener = bind(settings.listen).await?;
         let redirect_listener = match settings.http_redirect {
@@ -76,7 +78,7 @@ impl Server {
             redirect_listener,
             acceptor,
             limiter: ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_ip),
-            state: Arc::new(AppState { relay, info, connection: settings.connection }),
+            state: Arc::new(AppState { relay, info, connection: settings.connection, camera }),
             handshake_timeout: settings.handshake_timeout,
             hostname: format!("{}.local", identity.hostname()),
         })

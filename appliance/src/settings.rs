@@ -8,6 +8,10 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::limits::RateLimit;
+use crate::media::encoder::EncoderSettings;
+use crate::media::pipeline::SourceChoice;
+use crate::media::source::CaptureFormat;
+use crate::peer::engine::{IceServer, PeerSettings};
 use crate::signaling::connection::ConnectionConfig;
 use crate::signaling::throttle::ThrottleConfig;
 
@@ -32,6 +36,29 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     pub connection: ConnectionConfig,
     pub throttle: ThrottleConfig,
+    /// The camera side; `None` runs the signaling server alone.
+    pub media: Option<MediaSettings>,
+}
+
+/// Camera, encoder and WebRTC settings.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub source: SourceChoice,
+    pub format: CaptureFormat,
+    pub encoder: EncoderSettings,
+    pub peer: PeerSettings,
+}
+
+impl MediaSettings {
+    /// Test pattern at `width`x`height`@`fps`, WebRTC on loopback only.
+    pub fn for_tests(width: usize, height: usize, fps: u32) -> Self {
+        MediaSettings {
+            source: SourceChoice::TestPattern,
+            format: CaptureFormat { width, height, fps },
+            encoder: EncoderSettings { fps, ..EncoderSettings::default() },
+            peer: PeerSettings::loopback(),
+        }
+    }
 }
 
 impl Settings {
@@ -47,6 +74,7 @@ impl Settings {
             handshake_timeout: Duration::from_secs(10),
             connection: ConnectionConfig::default(),
             throttle: ThrottleConfig::default(),
+            media: None,
         }
     }
 }
@@ -125,6 +153,64 @@ pub struct Cli {
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub guess_backoff_max: Duration,
 
+    /// Camera: `auto` (a libcamera camera if there is one, else the test
+    /// pattern), `test-pattern`, `libcamera` (first camera) or `libcamera:<id>`.
+    #[arg(long, default_value = "auto", value_name = "CAMERA")]
+    pub camera: SourceChoice,
+
+    /// Picture size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "1280x720", value_parser = parse_resolution, value_name = "WxH")]
+    pub resolution: (usize, usize),
+
+    /// Frames per second.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=120), value_name = "N")]
+    pub fps: u32,
+
+    /// Starting video bitrate in kbit/s; the bandwidth estimate moves it
+    /// between --min-bitrate and --max-bitrate.
+    #[arg(long, default_value_t = 2500, value_name = "KBPS")]
+    pub bitrate: u32,
+
+    #[arg(long, default_value_t = 300, value_name = "KBPS")]
+    pub min_bitrate: u32,
+
+    #[arg(long, default_value_t = 6000, value_name = "KBPS")]
+    pub max_bitrate: u32,
+
+    /// Time between periodic keyframes.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub idr_interval: Duration,
+
+    /// UDP address for WebRTC media (repeatable). Default: every interface
+    /// address (IPv4 and IPv6) plus 127.0.0.1.
+    #[arg(long = "webrtc-bind", value_name = "IP")]
+    pub webrtc_bind: Vec<std::net::IpAddr>,
+
+    /// Do not resolve browsers' `.local` ICE candidates over mDNS.
+    #[arg(long)]
+    pub no_webrtc_mdns: bool,
+
+    /// STUN or TURN server for WebRTC (repeatable), e.g. `stun:stun.example:3478`.
+    #[arg(long = "ice-server", value_name = "URL")]
+    pub ice_servers: Vec<String>,
+
+    /// Username and credential for the TURN servers.
+    #[arg(long, default_value = "", value_name = "NAME")]
+    pub turn_username: String,
+
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "SECRET",
+        env = "LOOKOUT_TURN_CREDENTIAL",
+        hide_env_values = true
+    )]
+    pub turn_credential: String,
+
+    /// Serve signaling only: no camera, no video.
+    #[arg(long)]
+    pub no_camera: bool,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lookout=debug`.
     #[arg(long, default_value = "info", env = "LOOKOUT_LOG", value_name = "FILTER")]
     pub log: String,
@@ -164,8 +250,57 @@ impl Cli {
                 max_delay: self.guess_backoff_max,
                 ..ThrottleConfig::default()
             },
+            media: (!self.no_camera).then(|| self.media_settings()),
         }
     }
+
+    fn media_settings(&self) -> MediaSettings {
+        let (width, height) = self.resolution;
+        let kbps = |k: u32| k.saturating_mul(1000);
+        let udp_addrs = if self.webrtc_bind.is_empty() {
+            PeerSettings::default().udp_addrs
+        } else {
+            self.webrtc_bind.iter().map(|ip| std::net::SocketAddr::new(*ip, 0).to_string()).collect()
+        };
+        MediaSettings {
+            source: self.camera.clone(),
+            format: CaptureFormat { width, height, fps: self.fps },
+            encoder: EncoderSettings {
+                fps: self.fps,
+                bitrate: kbps(self.bitrate),
+                min_bitrate: kbps(self.min_bitrate),
+                max_bitrate: kbps(self.max_bitrate),
+                idr_interval: self.idr_interval,
+            },
+            peer: PeerSettings {
+                udp_addrs,
+                mdns: !self.no_webrtc_mdns,
+                ice_servers: self
+                    .ice_servers
+                    .iter()
+                    .map(|url| IceServer {
+                        url: url.clone(),
+                        username: self.turn_username.clone(),
+                        credential: self.turn_credential.clone(),
+                    })
+                    .collect(),
+                initial_bitrate: kbps(self.bitrate),
+                min_bitrate: kbps(self.min_bitrate),
+                max_bitrate: kbps(self.max_bitrate),
+            },
+        }
+    }
+}
+
+fn parse_resolution(text: &str) -> Result<(usize, usize), String> {
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(|| format!("expected WIDTHxHEIGHT, got {text:?}"))?;
+    let parse =
+        |v: &str| v.trim().parse::<usize>().map_err(|_| format!("expected WIDTHxHEIGHT, got {text:?}"));
+    let (width, height) = (parse(w)?, parse(h)?);
+    if width < 2 || height < 2 || width % 2 == 1 || height % 2 == 1 || width > 4096 || height > 4096 {
+        return Err(format!("{width}x{height}: width and height must be even, from 2 to 4096"));
+    }
+    Ok((width, height))
 }
 
 fn default_state_dir(service: bool) -> PathBuf {
@@ -206,7 +341,7 @@ mod tests {
             "/tmp/x",
         ]);
         let settings = cli.settings();
-        assert_eq!(settings.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(settings.listen, "127.0.0.1:9000".parse::<SocketAddr>().unwrap());
         assert_eq!(settings.rooms, RoomMode::Open { max_clients: 3 });
         assert_eq!(settings.handshake_timeout, Duration::from_millis(250));
         assert_eq!(settings.state_dir, PathBuf::from("/tmp/x"));
@@ -220,6 +355,26 @@ mod tests {
         assert_eq!(settings.connection.max_message_bytes, 65536);
         assert_eq!(settings.connection.ping_interval, Duration::from_secs(15));
         assert_eq!(settings.connection.peer_timeout, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn media_flags_reach_the_media_settings() {
+        let cli = Cli::parse_from([
+            "lookout",
+            "--camera",
+            "test-pattern",
+            "--resolution",
+            "640x480",
+            "--fps",
+            "15",
+        ]);
+        let media = cli.settings().media.unwrap();
+        assert_eq!(media.source, SourceChoice::TestPattern);
+        assert_eq!(media.format, CaptureFormat { width: 640, height: 480, fps: 15 });
+        assert_eq!(media.encoder.fps, 15);
+        assert!(Cli::parse_from(["lookout", "--no-camera"]).settings().media.is_none());
+        assert!(Cli::try_parse_from(["lookout", "--resolution", "641x480"]).is_err());
+        assert!(Cli::try_parse_from(["lookout", "--resolution", "big"]).is_err());
     }
 
     #[test]

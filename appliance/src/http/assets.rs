@@ -11,7 +11,12 @@ pub struct Asset {
 
 /// Looks up the asset for a URL path; `/` is `/index.html`.
 pub fn find(path: &str) -> Option<Asset> {
-    let path = if path == "/" { "/index.html" } else { path };
+    let path = match path {
+        "/" => "/index.html",
+        // Browsers ask for it whatever the page says.
+        "/favicon.ico" => "/favicon.svg",
+        other => other,
+    };
     ASSETS.iter().find(|(p, _, _)| *p == path).map(|(_, content_type, bytes)| Asset { content_type, bytes })
 }
 

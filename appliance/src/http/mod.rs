@@ -46,6 +46,8 @@ pub struct AppState {
     pub relay: Relay,
     pub info: DeviceInfo,
     pub connection: ConnectionConfig,
+    /// The camera's status, when the camera side runs.
+    pub camera: Option<crate::media::pipeline::StatusHandle>,
 }
 
 /// The content security policy of every page: only our own scripts, styles
@@ -125,6 +127,7 @@ fn info(state: &AppState) -> Response<Body> {
         "mode": state.info.mode,
         "identity": state.info.identity,
         "signaling": state.relay.stats(),
+        "camera": state.camera.as_ref().map(|camera| camera.snapshot()),
     });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     let headers = response.headers_mut();

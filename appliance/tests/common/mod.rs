@@ -40,7 +40,7 @@ impl TestServer {
         let mut settings = Settings::for_tests(state_dir.path().to_owned());
         configure(&mut settings);
         let (identity, origin) = identity_store::load_or_create(&settings.state_dir).expect("identity");
-        let server = Server::bind(&settings, &identity, origin).await.expect("server binds");
+        let server = Server::bind(&settings, &identity, origin, None).await.expect("server binds");
         let addr = server.local_addr().expect("bound address");
         let redirect_addr = server.redirect_addr();
         let relay = server.relay();

@@ -1,0 +1,312 @@
+//! H.264 encoding with openh264, set up for live video over WebRTC.
+//!
+//! Constrained baseline (what every browser decodes; SDP `profile-level-id
+//! 42e01f`, packetization-mode 1), bitrate rate control, no frame skipping
+//! (a skipped frame would leave a hole in the RTP timestamps), no
+//! scene-change IDRs, an IDR every `idr_interval`, and an IDR on demand.
+//! Every IDR carries SPS and PPS in front, so a viewer can start on any IDR.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use openh264::encoder::{
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
+    RateControlMode, SpsPpsStrategy, UsageType,
+};
+use openh264::{OpenH264API, Timestamp};
+
+use super::frame::VideoFrame;
+
+/// Encoder settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderSettings {
+    pub fps: u32,
+    /// Starting target bitrate, bits per second.
+    pub bitrate: u32,
+    /// The bandwidth estimate moves the target within these bounds.
+    pub min_bitrate: u32,
+    pub max_bitrate: u32,
+    /// Time between periodic IDRs.
+    pub idr_interval: Duration,
+}
+
+impl Default for EncoderSettings {
+    fn default() -> Self {
+        EncoderSettings {
+            fps: 30,
+            bitrate: 2_500_000,
+            min_bitrate: 300_000,
+            max_bitrate: 6_000_000,
+            idr_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One encoded picture: an Annex-B access unit.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    pub data: Bytes,
+    pub keyframe: bool,
+    pub captured_at: SystemTime,
+    pub sequence: u64,
+    /// Time until the next frame (advances the RTP clock).
+    pub duration: Duration,
+}
+
+/// Why encoding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("openh264: {0}")]
+    OpenH264(#[from] openh264::Error),
+    #[error("openh264 refused option {option}: code {code}")]
+    Option { option: &'static str, code: i32 },
+    #[error("invalid frame: {0}")]
+    Frame(#[from] super::frame::FrameError),
+}
+
+/// The live H.264 encoder.
+pub struct H264Encoder {
+    encoder: Encoder,
+    settings: EncoderSettings,
+    /// Target currently set in openh264 (0 before the first frame: openh264
+    /// initialises lazily and refuses options until then).
+    applied_bitrate: u32,
+    applied_max: u32,
+    wanted_bitrate: u32,
+    frame_duration: Duration,
+}
+
+impl H264Encoder {
+    pub fn new(settings: EncoderSettings) -> Result<H264Encoder, EncoderError> {
+        let fps = settings.fps.max(1);
+        let idr_frames =
+            u32::try_from(settings.idr_interval.as_millis() * u128::from(fps) / 1000).unwrap_or(0);
+        let config = EncoderConfig::new()
+            .usage_type(UsageType::CameraVideoRealTime)
+            .rate_control_mode(RateControlMode::Bitrate)
+            .bitrate(BitRate::from_bps(settings.bitrate))
+            .max_frame_rate(FrameRate::from_hz(fps as f32))
+            .skip_frames(false)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(idr_frames.max(1)))
+            .profile(Profile::Baseline)
+            .level(Level::Level_4_0)
+            .complexity(Complexity::Low)
+            .scene_change_detect(false)
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
+            .num_threads(1);
+        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)?;
+        Ok(H264Encoder {
+            encoder,
+            settings,
+            applied_bitrate: 0,
+            applied_max: settings.bitrate,
+            wanted_bitrate: settings.bitrate,
+            frame_duration: Duration::from_secs(1) / fps,
+        })
+    }
+
+    /// Encodes one frame; an IDR (with SPS and PPS) if `keyframe` is asked.
+    pub fn encode(&mut self, frame: &VideoFrame, keyframe: bool) -> Result<EncodedFrame, EncoderError> {
+        frame.validate()?;
+        if keyframe {
+            self.encoder.force_intra_frame();
+        }
+        let bitstream = self.encoder.encode_at(frame, Timestamp::from_millis(frame.captured_unix_ms()))?;
+        let is_idr = bitstream.frame_type() == FrameType::IDR;
+        let data = Bytes::from(bitstream.to_vec());
+        if self.applied_bitrate == 0 {
+            self.applied_bitrate = self.settings.bitrate;
+        }
+        if self.wanted_bitrate != self.applied_bitrate {
+            self.apply_bitrate(self.wanted_bitrate)?;
+        }
+        Ok(EncodedFrame {
+            data,
+            keyframe: is_idr,
+            captured_at: frame.captured_at,
+            sequence: frame.sequence,
+            duration: self.frame_duration,
+        })
+    }
+
+    /// Asks for a new target bitrate, clamped to `[min, max]`; applied from the next frame.
+    pub fn set_bitrate(&mut self, bps: u32) {
+        self.wanted_bitrate = bps.clamp(self.settings.min_bitrate, self.settings.max_bitrate);
+    }
+
+    /// The target bitrate in force (bits per second).
+    pub fn bitrate(&self) -> u32 {
+        self.wanted_bitrate
+    }
+
+    fn apply_bitrate(&mut self, target: u32) -> Result<(), EncoderError> {
+        use openh264_sys2::{
+            SBitrateInfo, ENCODER_OPTION_BITRATE, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0,
+            SPATIAL_LAYER_ALL,
+        };
+        // openh264 rejects a target above the layer's maximum, so raise the
+        // maximum first when going up and lower it last when going down. The
+        // maximum keeps 25 % headroom: rate control undershoots at max == target.
+        let max = target.saturating_add(target / 4);
+        let set = |encoder: &mut Encoder, option, layer, bits: u32, name: &'static str| {
+            let mut info = SBitrateInfo { iLayer: layer, iBitrate: i32::try_from(bits).unwrap_or(i32::MAX) };
+            // SAFETY: `set_option` reads an `SBitrateInfo` for these two
+            // options, and `info` lives across the call.
+            let code =
+                unsafe { encoder.raw_api().set_option(option, (&mut info as *mut SBitrateInfo).cast()) };
+            if code == 0 {
+                Ok(())
+            } else {
+                Err(EncoderError::Option { option: name, code })
+            }
+        };
+        if max >= self.applied_max {
+            set(&mut self.encoder, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, max, "max bitrate")?;
+            set(&mut self.encoder, ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, target, "bitrate")?;
+        } else {
+            set(&mut self.encoder, ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, target, "bitrate")?;
+            set(&mut self.encoder, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, max, "max bitrate")?;
+        }
+        self.applied_bitrate = target;
+        self.applied_max = max;
+        Ok(())
+    }
+}
+
+/// NAL unit types in an Annex-B access unit, in order.
+pub fn nal_types(annex_b: &[u8]) -> Vec<u8> {
+    openh264::nal_units(annex_b)
+        .filter_map(|nal| {
+            let header = nal.iter().position(|&b| b == 1).and_then(|i| nal.get(i + 1))?;
+            Some(header & 0x1f)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::source::CaptureFormat;
+    use crate::media::test_pattern::{read_timestamp_strip, TestPattern};
+    use openh264::decoder::Decoder;
+    use openh264::formats::YUVSource;
+
+    fn frames(width: usize, height: usize, count: u64) -> Vec<VideoFrame> {
+        let pattern = TestPattern::new(CaptureFormat { width, height, fps: 30 }).unwrap();
+        (0..count).map(|n| pattern.render(n, SystemTime::now())).collect()
+    }
+
+    #[test]
+    fn first_frame_is_an_idr_with_sps_and_pps_then_p_frames() {
+        let mut encoder = H264Encoder::new(EncoderSettings::default()).unwrap();
+        let encoded: Vec<_> = frames(640, 480, 5).iter().map(|f| encoder.encode(f, false).unwrap()).collect();
+        assert!(encoded[0].keyframe);
+        assert_eq!(nal_types(&encoded[0].data), [7, 8, 5]);
+        for frame in &encoded[1..] {
+            assert!(!frame.keyframe);
+            assert_eq!(nal_types(&frame.data), [1]);
+        }
+    }
+
+    #[test]
+    fn keyframe_on_demand_carries_sps_and_pps() {
+        let mut encoder = H264Encoder::new(EncoderSettings::default()).unwrap();
+        let input = frames(640, 480, 4);
+        encoder.encode(&input[0], false).unwrap();
+        encoder.encode(&input[1], false).unwrap();
+        let forced = encoder.encode(&input[2], true).unwrap();
+        assert!(forced.keyframe);
+        assert_eq!(nal_types(&forced.data), [7, 8, 5]);
+        assert!(!encoder.encode(&input[3], false).unwrap().keyframe);
+    }
+
+    #[test]
+    fn sps_is_constrained_baseline() {
+        let mut encoder = H264Encoder::new(EncoderSettings::default()).unwrap();
+        let idr = encoder.encode(&frames(640, 480, 1)[0], false).unwrap();
+        let sps = openh264::nal_units(&idr.data).next().unwrap();
+        let start = sps.iter().position(|&b| b == 1).unwrap() + 1;
+        assert_eq!(sps[start] & 0x1f, 7);
+        assert_eq!(sps[start + 1], 0x42, "profile_idc baseline");
+        assert_eq!(sps[start + 2] & 0x40, 0x40, "constraint_set1: constrained baseline");
+    }
+
+    #[test]
+    fn periodic_idr_follows_the_interval() {
+        let settings =
+            EncoderSettings { fps: 30, idr_interval: Duration::from_millis(300), ..Default::default() };
+        let mut encoder = H264Encoder::new(settings).unwrap();
+        let keyframes: Vec<u64> = frames(640, 480, 25)
+            .iter()
+            .map(|f| encoder.encode(f, false).unwrap())
+            .filter(|e| e.keyframe)
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(keyframes, [0, 9, 18]);
+    }
+
+    /// Padded strides: encode a frame whose rows carry garbage padding and
+    /// check the decoded picture matches the visible part.
+    #[test]
+    fn strides_are_honoured() {
+        let source = &frames(640, 480, 1)[0];
+        let pad = 64;
+        let mut padded = VideoFrame {
+            y_stride: 640 + pad,
+            uv_stride: 320 + pad / 2,
+            y: vec![0xff; (640 + pad) * 480],
+            u: vec![0x00; (320 + pad / 2) * 240],
+            v: vec![0x00; (320 + pad / 2) * 240],
+            ..source.clone()
+        };
+        for row in 0..480 {
+            padded.y[row * (640 + pad)..][..640].copy_from_slice(&source.y[row * 640..][..640]);
+        }
+        for row in 0..240 {
+            padded.u[row * (320 + pad / 2)..][..320].copy_from_slice(&source.u[row * 320..][..320]);
+            padded.v[row * (320 + pad / 2)..][..320].copy_from_slice(&source.v[row * 320..][..320]);
+        }
+        let settings = EncoderSettings { bitrate: 6_000_000, ..Default::default() };
+        let mut encoder = H264Encoder::new(settings).unwrap();
+        let encoded = encoder.encode(&padded, false).unwrap();
+        let mut decoder = Decoder::new().unwrap();
+        let decoded = decoder.decode(&encoded.data).unwrap().expect("a picture");
+        assert_eq!(decoded.dimensions(), (640, 480));
+        let (stride, _, _) = decoded.strides();
+        let mut total_error = 0u64;
+        for row in 0..480 {
+            for col in 0..640 {
+                total_error += u64::from(decoded.y()[row * stride + col].abs_diff(source.y[row * 640 + col]));
+            }
+        }
+        let mean_error = total_error as f64 / (640.0 * 480.0);
+        assert!(mean_error < 6.0, "mean luma error {mean_error}: padding leaked into the picture?");
+        assert_eq!(read_timestamp_strip(decoded.y(), stride), source.captured_unix_ms());
+    }
+
+    #[test]
+    fn bitrate_changes_take_effect_and_stay_in_bounds() {
+        let settings = EncoderSettings {
+            bitrate: 200_000,
+            min_bitrate: 100_000,
+            max_bitrate: 4_000_000,
+            ..Default::default()
+        };
+        let mut encoder = H264Encoder::new(settings).unwrap();
+        let input = frames(640, 480, 90);
+        let bytes_at = |encoder: &mut H264Encoder, range: std::ops::Range<usize>| {
+            range.map(|i| encoder.encode(&input[i], false).unwrap().data.len()).sum::<usize>()
+        };
+        let low = bytes_at(&mut encoder, 0..30);
+        // 4x the bitrate (the pattern needs about 1 Mbit/s at most at 640x480).
+        encoder.set_bitrate(800_000);
+        bytes_at(&mut encoder, 30..45); // settle
+        let high = bytes_at(&mut encoder, 45..75);
+        assert!(high > low * 2, "raising the bitrate had no effect: {low} -> {high} bytes");
+        encoder.set_bitrate(50_000_000);
+        assert_eq!(encoder.bitrate(), 4_000_000);
+        encoder.set_bitrate(1);
+        assert_eq!(encoder.bitrate(), 100_000);
+        bytes_at(&mut encoder, 75..90);
+    }
+}

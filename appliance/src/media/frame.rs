@@ -1,0 +1,121 @@
+//! Raw video frames: planar YUV 4:2:0 (I420) with row strides, as cameras
+//! deliver them and as the H.264 encoder takes them.
+
+use std::time::SystemTime;
+
+/// One I420 picture. Planes may be padded: a row of the Y plane is
+/// `y_stride >= width` bytes, a row of U and V `uv_stride >= width / 2`.
+#[derive(Clone)]
+pub struct VideoFrame {
+    pub width: usize,
+    pub height: usize,
+    pub y: Vec<u8>,
+    pub u: Vec<u8>,
+    pub v: Vec<u8>,
+    pub y_stride: usize,
+    pub uv_stride: usize,
+    /// Wall-clock time the picture was taken (for latency measurements).
+    pub captured_at: SystemTime,
+    /// Counts frames from the source's start.
+    pub sequence: u64,
+}
+
+/// Why a frame's geometry is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame size {width}x{height} is not a positive even size")]
+    OddSize { width: usize, height: usize },
+    #[error("{plane} plane holds {len} bytes, needs {needed} ({rows} rows of stride {stride})")]
+    ShortPlane { plane: &'static str, len: usize, needed: usize, rows: usize, stride: usize },
+    #[error("{plane} stride {stride} is less than the row width {width}")]
+    NarrowStride { plane: &'static str, stride: usize, width: usize },
+}
+
+impl VideoFrame {
+    /// A mid-grey frame without padding.
+    pub fn blank(width: usize, height: usize) -> VideoFrame {
+        VideoFrame {
+            width,
+            height,
+            y: vec![128; width * height],
+            u: vec![128; width * height / 4],
+            v: vec![128; width * height / 4],
+            y_stride: width,
+            uv_stride: width / 2,
+            captured_at: SystemTime::now(),
+            sequence: 0,
+        }
+    }
+
+    /// Checks that the planes hold what the size and strides promise.
+    pub fn validate(&self) -> Result<(), FrameError> {
+        let (width, height) = (self.width, self.height);
+        if width == 0 || height == 0 || width % 2 == 1 || height % 2 == 1 {
+            return Err(FrameError::OddSize { width, height });
+        }
+        let planes = [
+            ("Y", &self.y, self.y_stride, width, height),
+            ("U", &self.u, self.uv_stride, width / 2, height / 2),
+            ("V", &self.v, self.uv_stride, width / 2, height / 2),
+        ];
+        for (plane, data, stride, row_width, rows) in planes {
+            if stride < row_width {
+                return Err(FrameError::NarrowStride { plane, stride, width: row_width });
+            }
+            // The last row need not be padded.
+            let needed = (rows - 1) * stride + row_width;
+            if data.len() < needed {
+                return Err(FrameError::ShortPlane { plane, len: data.len(), needed, rows, stride });
+            }
+        }
+        Ok(())
+    }
+
+    /// Capture time in Unix milliseconds.
+    pub fn captured_unix_ms(&self) -> u64 {
+        self.captured_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+impl openh264::formats::YUVSource for VideoFrame {
+    fn dimensions(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    fn strides(&self) -> (usize, usize, usize) {
+        (self.y_stride, self.uv_stride, self.uv_stride)
+    }
+
+    fn y(&self) -> &[u8] {
+        &self.y
+    }
+
+    fn u(&self) -> &[u8] {
+        &self.u
+    }
+
+    fn v(&self) -> &[u8] {
+        &self.v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_catches_bad_geometry() {
+        assert!(VideoFrame::blank(64, 48).validate().is_ok());
+        let mut odd = VideoFrame::blank(64, 48);
+        odd.width = 63;
+        assert!(matches!(odd.validate(), Err(FrameError::OddSize { .. })));
+        let mut short = VideoFrame::blank(64, 48);
+        short.y.truncate(100);
+        assert!(matches!(short.validate(), Err(FrameError::ShortPlane { plane: "Y", .. })));
+        let mut narrow = VideoFrame::blank(64, 48);
+        narrow.uv_stride = 16;
+        assert!(matches!(narrow.validate(), Err(FrameError::NarrowStride { .. })));
+    }
+}

@@ -1,0 +1,15 @@
+//! The media path: `camera source → encoder → fan-out`.
+//!
+//! - [`frame`]: raw I420 frames with strides.
+//! - [`source`]: the [`FrameSource`](source::FrameSource) trait and errors.
+//! - [`test_pattern`]: the built-in moving pattern with its timestamp strip.
+//! - [`encoder`]: openh264 set up for live WebRTC video.
+//! - [`fanout`]: encode once, deliver to every viewer at its own pace.
+//! - [`pipeline`]: the capture/encode thread, retries and status.
+
+pub mod encoder;
+pub mod fanout;
+pub mod frame;
+pub mod pipeline;
+pub mod source;
+pub mod test_pattern;

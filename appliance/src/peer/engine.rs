@@ -1,0 +1,259 @@
+//! Building blocks of a peer connection: codec table, interceptors,
+//! network settings.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::{
+    Attribute, BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport, StreamInfo,
+    TaggedPacket,
+};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_congestion_control, configure_nack, configure_rtcp_reports, CongestionFeedback, Registry, Slot,
+};
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
+use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind, TYPE_RTCP_FB_CCM, TYPE_RTCP_FB_NACK,
+    TYPE_RTCP_FB_TRANSPORT_CC,
+};
+use rtc::sansio::Protocol;
+
+/// Payload type we offer for H.264.
+pub const H264_PAYLOAD_TYPE: u8 = 102;
+/// Constrained baseline, level 3.1, packetization mode 1: what openh264
+/// produces and every browser decodes. Register exactly what is sent.
+pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// Network and bandwidth settings of the camera's peer connections.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// UDP sockets to gather host candidates on. A wildcard (`0.0.0.0:0`,
+    /// `[::]:0`) expands to every non-loopback interface address.
+    pub udp_addrs: Vec<String>,
+    /// Resolve browsers' `.local` host candidates over mDNS (multicast on 5353).
+    pub mdns: bool,
+    /// STUN/TURN server URLs (`stun:host:port`, `turn:host:port`).
+    pub ice_servers: Vec<IceServer>,
+    /// Bandwidth estimator start and bounds, bits per second.
+    pub initial_bitrate: u32,
+    pub min_bitrate: u32,
+    pub max_bitrate: u32,
+}
+
+/// A STUN or TURN server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub url: String,
+    pub username: String,
+    pub credential: String,
+}
+
+impl Default for PeerSettings {
+    fn default() -> Self {
+        PeerSettings {
+            udp_addrs: vec!["0.0.0.0:0".into(), "[::]:0".into(), "127.0.0.1:0".into()],
+            mdns: true,
+            ice_servers: Vec::new(),
+            initial_bitrate: 2_500_000,
+            min_bitrate: 300_000,
+            max_bitrate: 6_000_000,
+        }
+    }
+}
+
+impl PeerSettings {
+    /// Loopback only, no multicast: for tests.
+    pub fn loopback() -> Self {
+        PeerSettings { udp_addrs: vec!["127.0.0.1:0".into()], mdns: false, ..PeerSettings::default() }
+    }
+}
+
+/// The H.264 codec entry.
+pub fn h264_codec() -> RTCRtpCodecParameters {
+    let feedback =
+        |typ: &str, parameter: &str| RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: H264_FMTP.to_owned(),
+            rtcp_feedback: vec![
+                feedback(TYPE_RTCP_FB_CCM, "fir"),
+                feedback(TYPE_RTCP_FB_NACK, ""),
+                feedback(TYPE_RTCP_FB_NACK, "pli"),
+                feedback(TYPE_RTCP_FB_TRANSPORT_CC, ""),
+            ],
+        },
+        payload_type: H264_PAYLOAD_TYPE,
+    }
+}
+
+/// Everything one peer connection is built from. A registry owns its
+/// interceptors, so each connection gets its own.
+pub struct Engine {
+    pub media: MediaEngine,
+    pub interceptors: Registry,
+    pub setting: SettingEngine,
+    pub estimate: EstimateHandle,
+}
+
+/// Why the engine could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up WebRTC: {0}")]
+pub struct EngineError(String);
+
+impl Engine {
+    pub fn new(settings: &PeerSettings) -> Result<Engine, EngineError> {
+        let mut media = MediaEngine::default();
+        // Codecs first: the configure_* helpers add feedback only to codecs
+        // already registered.
+        media.register_codec(h264_codec(), RtpCodecKind::Video).map_err(|e| EngineError(e.to_string()))?;
+        let gcc = Gcc::new(
+            f64::from(settings.initial_bitrate),
+            f64::from(settings.min_bitrate),
+            f64::from(settings.max_bitrate),
+        );
+        let (estimator, estimate) = ReportingEstimator::new(gcc);
+        let interceptors = configure_nack(Registry::new(), &mut media);
+        let interceptors = configure_rtcp_reports(interceptors);
+        let interceptors =
+            configure_congestion_control(interceptors, estimator, CongestionFeedback::Twcc, &mut media)
+                .map_err(|e| EngineError(e.to_string()))?;
+        // The application-most slot, after every interceptor that consumes RTCP.
+        let interceptors = interceptors.with(Slot::from(14_000), KeyframeRequestForwarder::default());
+        let mut networks = vec![NetworkType::Udp4];
+        if settings.udp_addrs.iter().any(|a| a.starts_with('[')) {
+            networks.push(NetworkType::Udp6);
+        }
+        let setting = SettingEngineBuilder::new()
+            .with_network_types(networks)
+            .with_multicast_dns_mode(if settings.mdns {
+                MulticastDnsMode::QueryOnly
+            } else {
+                MulticastDnsMode::Disabled
+            })
+            // A viewer that vanishes without a word is noticed in seconds.
+            .with_ice_timeouts(
+                Some(Duration::from_secs(3)),
+                Some(Duration::from_secs(10)),
+                Some(Duration::from_secs(1)),
+            )
+            .build();
+        Ok(Engine { media, interceptors, setting, estimate })
+    }
+}
+
+/// The latest bandwidth estimate of one connection, bits per second.
+#[derive(Clone, Debug)]
+pub struct EstimateHandle(Arc<AtomicU64>);
+
+impl EstimateHandle {
+    pub fn bits_per_second(&self) -> u64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed)) as u64
+    }
+}
+
+/// Wraps the GCC estimator and publishes its target after every update:
+/// the estimator moves into the interceptor chain and cannot be asked later.
+struct ReportingEstimator<E: BandwidthEstimator> {
+    inner: E,
+    target: Arc<AtomicU64>,
+}
+
+impl<E: BandwidthEstimator> ReportingEstimator<E> {
+    fn new(inner: E) -> (Self, EstimateHandle) {
+        let target = Arc::new(AtomicU64::new(inner.target_bitrate().to_bits()));
+        (ReportingEstimator { inner, target: target.clone() }, EstimateHandle(target))
+    }
+
+    fn publish(&self) {
+        self.target.store(self.inner.target_bitrate().to_bits(), Ordering::Relaxed);
+    }
+}
+
+impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.inner.on_reports(now, reports);
+        self.publish();
+    }
+
+    fn target_bitrate(&self) -> f64 {
+        self.inner.target_bitrate()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.inner.handle_timeout(now);
+        self.publish();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.inner.poll_timeout()
+    }
+
+    fn stats(&self) -> EstimatorStats {
+        self.inner.stats()
+    }
+}
+
+/// Marks incoming PLI and FIR for delivery to the application (they then
+/// arrive as `TrackLocalEvent::OnRtcpPacket`); drops the RTCP the chain has
+/// already used. Without it keyframe requests never reach the encoder.
+#[derive(Default)]
+struct KeyframeRequestForwarder {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut message: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &message.message.packet {
+            let keep: Vec<_> = packets.iter().filter(|p| is_keyframe_request(p.as_ref())).cloned().collect();
+            if keep.is_empty() {
+                return Ok(());
+            }
+            message.message.packet = Packet::Rtcp(keep);
+            message.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(message);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, message: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(message);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestForwarder {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}

@@ -1,0 +1,18 @@
+//! The camera's WebRTC side: one peer connection per viewer, fed by the
+//! media fan-out, negotiated through the signaling hub as an in-process
+//! client (a channel, not a socket).
+//!
+//! - [`engine`]: what every peer connection is built from: H.264 only,
+//!   NACK, RTCP reports, TWCC with the GCC estimator and pacing, and an
+//!   interceptor that hands PLI/FIR to the application.
+//! - [`signal`]: the JSON signals exchanged with browsers.
+//! - [`session`]: one viewer's peer connection and its sending task.
+//! - [`camera`]: the camera's signaling client that creates and ends sessions.
+
+pub mod camera;
+pub mod engine;
+pub mod session;
+pub mod signal;
+
+pub use camera::CameraPeer;
+pub use engine::PeerSettings;

@@ -1,0 +1,90 @@
+// The viewer, end to end: the real lookout binary streaming its test
+// pattern, watched in Debian's Chromium.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import {
+  freePort, launchBrowser, measureFps, openViewer, readStrip, startLookout, waitForVideo,
+} from './harness.mjs';
+
+let browser;
+let lookout;
+
+before(async () => {
+  browser = await launchBrowser();
+  lookout = await startLookout({ args: ['--resolution', '1280x720', '--fps', '30'] });
+});
+
+after(async () => {
+  await browser?.close();
+  await lookout?.stop();
+});
+
+test('the viewer plays live 1280x720 video at 25 fps or more, from the link in the QR code', async () => {
+  const page = await openViewer(browser, lookout.url());
+  await waitForVideo(page, { width: 1280, height: 720 });
+  assert.equal(await page.evaluate(() => location.hash), '', 'the secret is removed from the address bar');
+  assert.equal(await page.evaluate(() => window.lookout.phase), 'playing');
+  const fps = await measureFps(page, 10000);
+  console.log(`presented ${fps.toFixed(1)} fps over 10 s`);
+  assert.ok(fps >= 25, `expected at least 25 fps, got ${fps.toFixed(1)}`);
+  const [captured, shown] = await readStrip(page);
+  const latency = shown - captured;
+  console.log(`capture-to-display latency of one frame: ${latency} ms`);
+  assert.ok(latency >= -5 && latency < 2000, `the timestamp strip decodes to a recent time (latency ${latency} ms)`);
+  await page.context().close();
+});
+
+test('two viewers watch at once', async () => {
+  const pages = await Promise.all([openViewer(browser, lookout.url()), openViewer(browser, lookout.url())]);
+  await Promise.all(pages.map((page) => waitForVideo(page, { width: 1280, height: 720 })));
+  for (const page of pages) {
+    const frames = await page.evaluate(() => document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames);
+    assert.ok(frames > 0);
+  }
+  const info = await pages[0].evaluate(async () => (await fetch('/api/info')).json());
+  assert.equal(info.camera.viewers, 2);
+  assert.equal(info.signaling.viewers, 2);
+  await Promise.all(pages.map((page) => page.context().close()));
+});
+
+test('a wrong secret shows an error and no video', async () => {
+  const wrong = '0'.repeat(64);
+  const page = await openViewer(browser, lookout.url(`#room=${wrong}`));
+  await page.waitForSelector('#secret-form:not([hidden])', { timeout: 10000 });
+  const error = await page.textContent('#secret-error');
+  assert.match(error, /does not open this camera/);
+  assert.equal(await page.evaluate(() => window.lookout.lastError), 'unknown-room');
+  assert.equal(await page.evaluate(() => document.getElementById('video').videoWidth), 0);
+  await page.context().close();
+});
+
+test('the secret can be typed with spaces and dashes', async () => {
+  const page = await openViewer(browser, lookout.url(''));
+  await page.waitForSelector('#secret-form:not([hidden])');
+  const grouped = lookout.secret.match(/.{8}/g).join('-').toUpperCase().replace(/-(.{8})-/, ' $1 ');
+  await page.fill('#secret-input', grouped);
+  await page.click('#secret-form button[type=submit]');
+  await waitForVideo(page, { width: 1280, height: 720 });
+  await page.context().close();
+});
+
+test('after the server drops the viewer the page reconnects and plays again', async () => {
+  const port = await freePort();
+  const restartable = await startLookout({ port, args: ['--resolution', '640x480', '--fps', '30'] });
+  const page = await openViewer(browser, restartable.url());
+  await waitForVideo(page, { width: 640, height: 480 });
+  // The camera restarts: every connection is dropped.
+  await restartable.stop({ keepState: true });
+  await page.waitForFunction(() => window.lookout.phase !== 'playing', null, { timeout: 10000 });
+  const again = await startLookout({ port, stateDir: restartable.dir, args: ['--resolution', '640x480', '--fps', '30'] });
+  try {
+    await page.waitForFunction(() => window.lookout.phase === 'playing' && window.lookout.reconnects > 0, null, { timeout: 30000 });
+    const before = await page.evaluate(() => document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames);
+    await page.waitForTimeout(1000);
+    const later = await page.evaluate(() => document.getElementById('video').getVideoPlaybackQuality().totalVideoFrames);
+    assert.ok(later > before, 'frames keep arriving after the reconnect');
+  } finally {
+    await page.context().close();
+    await again.stop();
+  }
+});

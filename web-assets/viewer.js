@@ -1,0 +1,363 @@
+// Lookout viewer: joins the camera's room over the signaling WebSocket,
+// answers the camera's WebRTC offer and shows the live video.
+// Protocol: docs/protocol.md. No framework, no build step.
+'use strict';
+
+(() => {
+  const STORAGE_KEY = 'lookout.room';
+  const OFFER_TIMEOUT_MS = 6000;
+  const ICE_RESTART_AFTER_MS = 2500;
+  const ICE_RESTART_GIVE_UP_MS = 8000;
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    player: $('player'), video: $('video'), state: $('state'), overlay: $('overlay'),
+    message: $('message'), messageTitle: $('message-title'), messageText: $('message-text'),
+    form: $('secret-form'), input: $('secret-input'), remember: $('remember'), formError: $('secret-error'),
+    btnStats: $('btn-stats'), btnSnapshot: $('btn-snapshot'), btnFullscreen: $('btn-fullscreen'), btnForget: $('btn-forget'),
+  };
+
+  // Everything the page knows about the connection; `window.lookout` exposes
+  // it read-only for tests and for debugging from the console.
+  const session = {
+    room: null, ws: null, pc: null, clientId: null, cameraId: null,
+    phase: 'idle', lastError: null, attempt: 0, reconnects: 0,
+    pendingCandidates: [], timers: {},
+  };
+  window.lookout = {
+    get phase() { return session.phase; },
+    get lastError() { return session.lastError; },
+    get reconnects() { return session.reconnects; },
+    get pc() { return session.pc; },
+  };
+
+  // ---- room secret -------------------------------------------------------
+
+  function normalizeSecret(text) {
+    const hex = String(text || '').toLowerCase().replace(/[\s\-:]/g, '');
+    return /^[0-9a-f]{64}$/.test(hex) ? hex : null;
+  }
+
+  function secretFromFragment() {
+    const match = /(?:^#|&)room=([^&]*)/.exec(location.hash);
+    if (!match) return { present: false, secret: null };
+    // The secret must not linger in the address bar, history or bookmarks.
+    history.replaceState(null, '', location.pathname + location.search);
+    let raw = match[1];
+    try { raw = decodeURIComponent(raw); } catch (_) { /* keep as is */ }
+    return { present: true, secret: normalizeSecret(raw) };
+  }
+
+  function remembered() {
+    try { return normalizeSecret(localStorage.getItem(STORAGE_KEY)); } catch (_) { return null; }
+  }
+
+  function setRemembered(secret) {
+    try {
+      if (secret) localStorage.setItem(STORAGE_KEY, secret); else localStorage.removeItem(STORAGE_KEY);
+    } catch (_) { /* storage disabled: nothing to do */ }
+    updateRememberButton();
+  }
+
+  function updateRememberButton() {
+    const isRemembered = session.room && remembered() === session.room;
+    ui.btnForget.textContent = isRemembered ? 'Forget' : 'Remember';
+    ui.btnForget.title = isRemembered ? 'Forget this camera on this device' : 'Remember this camera on this device';
+  }
+
+  // ---- screens -------------------------------------------------------------
+
+  function showForm(error) {
+    stop();
+    ui.player.hidden = true;
+    ui.message.hidden = true;
+    ui.form.hidden = false;
+    ui.formError.textContent = error || '';
+    ui.input.focus();
+  }
+
+  function showPlayer() {
+    ui.form.hidden = true;
+    ui.message.hidden = true;
+    ui.player.hidden = false;
+  }
+
+  function setPhase(phase, text) {
+    session.phase = phase;
+    ui.state.textContent = text;
+    document.body.dataset.phase = phase;
+  }
+
+  // ---- signaling -----------------------------------------------------------
+
+  function start(room) {
+    session.room = room;
+    session.attempt = 0;
+    updateRememberButton();
+    showPlayer();
+    connect();
+  }
+
+  function stop() {
+    session.room = null;
+    clearTimers();
+    closePeer();
+    if (session.ws) { const ws = session.ws; session.ws = null; ws.close(1000); }
+  }
+
+  function clearTimers() {
+    for (const name of Object.keys(session.timers)) clearTimeout(session.timers[name]);
+    session.timers = {};
+  }
+
+  function later(name, ms, fn) {
+    clearTimeout(session.timers[name]);
+    session.timers[name] = setTimeout(() => { delete session.timers[name]; fn(); }, ms);
+  }
+
+  function connect() {
+    clearTimers();
+    session.lastError = null;
+    setPhase('connecting', 'Connecting…');
+    const ws = new WebSocket(`wss://${location.host}/signal`);
+    ws.binaryType = 'arraybuffer';
+    session.ws = ws;
+    ws.onmessage = (event) => {
+      const text = typeof event.data === 'string' ? event.data : new TextDecoder().decode(event.data);
+      let message;
+      try { message = JSON.parse(text); } catch (_) { return; }
+      if (session.ws === ws) onServerMessage(message);
+    };
+    ws.onclose = () => {
+      if (session.ws !== ws) return;
+      session.ws = null;
+      closePeer();
+      onDisconnected();
+    };
+  }
+
+  function send(message) {
+    const ws = session.ws;
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(new TextEncoder().encode(JSON.stringify(message)));
+  }
+
+  function signalCamera(signal) {
+    if (session.cameraId) send({ type: 'Signal', to: session.cameraId, signal });
+  }
+
+  function onServerMessage(message) {
+    switch (message.type) {
+      case 'Hello':
+        session.clientId = message.client_id;
+        send({ type: 'JoinOrCreate', room_id: session.room });
+        break;
+      case 'Joined':
+        setPhase('joined', 'Waiting for the camera…');
+        createPeer();
+        later('offer', OFFER_TIMEOUT_MS, () => setPhase('camera-unavailable', 'The camera is not sending video right now. Waiting…'));
+        break;
+      case 'Room/Signal':
+        onSignal(message.from, message.signal);
+        break;
+      case 'Room/Leave':
+        if (message.client_id === session.cameraId) {
+          closePeer();
+          setPhase('camera-unavailable', 'The camera went away. Waiting for it…');
+        }
+        break;
+      case 'Error':
+        session.lastError = message.code;
+        break;
+      default:
+        break;
+    }
+  }
+
+  function onDisconnected() {
+    if (!session.room) return;
+    const code = session.lastError;
+    if (code === 'unknown-room' || code === 'invalid-room-id') {
+      if (remembered() === session.room) setRemembered(null);
+      showForm('That secret does not open this camera. Check the label and try again.');
+      return;
+    }
+    const reasons = {
+      'room-full': 'This camera already has as many viewers as it allows.',
+      'too-many-attempts': 'Too many wrong secrets were tried from this network.',
+      'shutting-down': 'The camera is restarting.',
+    };
+    const reason = reasons[code] || 'Connection lost.';
+    setPhase(code === 'room-full' ? 'room-full' : 'reconnecting', `${reason} Retrying…`);
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    // Exponential back-off with jitter, so many viewers do not return at once.
+    const base = Math.min(30000, 1000 * 2 ** Math.min(session.attempt, 5));
+    const delay = base * (0.7 + Math.random() * 0.6);
+    session.attempt += 1;
+    later('reconnect', delay, () => { session.reconnects += 1; connect(); });
+  }
+
+  // ---- WebRTC --------------------------------------------------------------
+
+  function createPeer() {
+    closePeer();
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    session.pc = pc;
+    session.pendingCandidates = [];
+    pc.ontrack = (event) => {
+      const stream = event.streams[0] || new MediaStream([event.track]);
+      if (ui.video.srcObject !== stream) ui.video.srcObject = stream;
+    };
+    pc.onicecandidate = (event) => {
+      signalCamera(event.candidate ? event.candidate.toJSON() : { candidate: '' });
+    };
+    pc.onconnectionstatechange = () => {
+      if (session.pc !== pc) return;
+      const state = pc.connectionState;
+      if (state === 'connected') {
+        clearTimeout(session.timers.restart);
+        clearTimeout(session.timers.giveUp);
+        if (session.phase !== 'playing') setPhase('connected', 'Connected, starting video…');
+      } else if (state === 'disconnected') {
+        later('restart', ICE_RESTART_AFTER_MS, restartIce);
+      } else if (state === 'failed') {
+        restartIce();
+      }
+    };
+  }
+
+  function restartIce() {
+    const pc = session.pc;
+    if (!pc || !session.cameraId || !session.ws) return;
+    setPhase('reconnecting', 'Connection interrupted, recovering…');
+    // The camera is the offerer: ask it for an ICE-restart offer.
+    signalCamera({ type: 'restart-ice' });
+    later('giveUp', ICE_RESTART_GIVE_UP_MS, () => {
+      if (session.pc === pc && pc.connectionState !== 'connected' && session.ws) session.ws.close(4000, 'ice failed');
+    });
+  }
+
+  function closePeer() {
+    const pc = session.pc;
+    session.pc = null;
+    session.cameraId = null;
+    if (pc) pc.close();
+  }
+
+  async function onSignal(from, signal) {
+    const pc = session.pc;
+    if (!pc || !signal || typeof signal !== 'object') return;
+    try {
+      if (typeof signal.sdp === 'string' && signal.type === 'offer') {
+        clearTimeout(session.timers.offer);
+        session.cameraId = from;
+        await pc.setRemoteDescription(signal);
+        for (const candidate of session.pendingCandidates.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
+        const answer = await pc.createAnswer();
+        await pc.setLocalDescription(answer);
+        signalCamera(pc.localDescription.toJSON());
+        if (session.phase !== 'playing') setPhase('connecting-media', 'Connecting to the camera…');
+      } else if ('candidate' in signal) {
+        if (!signal.candidate) return;
+        if (pc.remoteDescription) await pc.addIceCandidate(signal).catch(() => {});
+        else session.pendingCandidates.push(signal);
+      }
+    } catch (error) {
+      console.warn('signal failed', error);
+    }
+  }
+
+  ui.video.addEventListener('playing', () => {
+    session.attempt = 0;
+    setPhase('playing', 'Live');
+  });
+
+  // ---- controls ------------------------------------------------------------
+
+  let statsTimer = null;
+  let lastBytes = null;
+
+  async function updateStats() {
+    const pc = session.pc;
+    if (!pc) return;
+    const report = await pc.getStats();
+    let inbound = null;
+    let pair = null;
+    const codecs = new Map();
+    report.forEach((entry) => {
+      if (entry.type === 'inbound-rtp' && entry.kind === 'video') inbound = entry;
+      if (entry.type === 'candidate-pair' && entry.nominated && entry.state === 'succeeded') pair = entry;
+      if (entry.type === 'codec') codecs.set(entry.id, entry);
+    });
+    if (!inbound) return;
+    $('stat-resolution').textContent = inbound.frameWidth ? `${inbound.frameWidth}×${inbound.frameHeight}` : '–';
+    $('stat-fps').textContent = inbound.framesPerSecond != null ? `${Math.round(inbound.framesPerSecond)} fps` : '–';
+    if (lastBytes && inbound.timestamp > lastBytes.timestamp) {
+      const kbps = ((inbound.bytesReceived - lastBytes.bytes) * 8) / (inbound.timestamp - lastBytes.timestamp);
+      $('stat-bitrate').textContent = `${Math.round(kbps)} kbit/s`;
+    }
+    lastBytes = { bytes: inbound.bytesReceived, timestamp: inbound.timestamp };
+    $('stat-rtt').textContent = pair && pair.currentRoundTripTime != null ? `${Math.round(pair.currentRoundTripTime * 1000)} ms` : '–';
+    const codec = codecs.get(inbound.codecId);
+    $('stat-codec').textContent = codec ? `${codec.mimeType.replace('video/', '')} ${codec.sdpFmtpLine || ''}`.trim() : '–';
+  }
+
+  ui.btnStats.addEventListener('click', () => {
+    const show = ui.overlay.hidden;
+    ui.overlay.hidden = !show;
+    ui.btnStats.setAttribute('aria-pressed', String(show));
+    clearInterval(statsTimer);
+    lastBytes = null;
+    if (show) { updateStats(); statsTimer = setInterval(updateStats, 1000); }
+  });
+
+  ui.btnSnapshot.addEventListener('click', () => {
+    const video = ui.video;
+    if (!video.videoWidth) return;
+    const canvas = document.createElement('canvas');
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext('2d').drawImage(video, 0, 0);
+    canvas.toBlob((blob) => {
+      if (!blob) return;
+      const link = document.createElement('a');
+      link.href = URL.createObjectURL(blob);
+      link.download = `lookout-${new Date().toISOString().replace(/[:.]/g, '-')}.png`;
+      document.body.appendChild(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    }, 'image/png');
+  });
+
+  ui.btnFullscreen.addEventListener('click', () => {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else if (ui.player.requestFullscreen) ui.player.requestFullscreen();
+    else if (ui.video.webkitEnterFullscreen) ui.video.webkitEnterFullscreen(); // iOS Safari
+  });
+
+  ui.btnForget.addEventListener('click', () => {
+    setRemembered(remembered() === session.room ? null : session.room);
+  });
+
+  ui.form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const secret = normalizeSecret(ui.input.value);
+    if (!secret) {
+      ui.formError.textContent = 'A room secret is 64 characters, 0-9 and a-f.';
+      return;
+    }
+    ui.input.value = '';
+    if (ui.remember.checked) setRemembered(secret);
+    start(secret);
+  });
+
+  // ---- start ---------------------------------------------------------------
+
+  const fromUrl = secretFromFragment();
+  if (fromUrl.present && !fromUrl.secret) showForm('The link does not hold a valid room secret.');
+  else if (fromUrl.secret || remembered()) start(fromUrl.secret || remembered());
+  else showForm('');
+})();
