@@ -23,13 +23,20 @@
     room: null, ws: null, pc: null, clientId: null, cameraId: null,
     phase: 'idle', lastError: null, attempt: 0, reconnects: 0,
     pendingCandidates: [], timers: {},
+    // [event, ms since navigation] for diagnosing slow starts.
+    timeline: [],
   };
   window.lookout = {
     get phase() { return session.phase; },
     get lastError() { return session.lastError; },
     get reconnects() { return session.reconnects; },
     get pc() { return session.pc; },
+    get timeline() { return session.timeline.slice(); },
   };
+
+  function mark(event) {
+    session.timeline.push([event, Math.round(performance.now())]);
+  }
 
   // ---- room secret -------------------------------------------------------
 
@@ -83,6 +90,7 @@
   }
 
   function setPhase(phase, text) {
+    if (session.phase !== phase) mark(phase);
     session.phase = phase;
     ui.state.textContent = text;
     document.body.dataset.phase = phase;
@@ -252,6 +260,7 @@
     try {
       if (typeof signal.sdp === 'string' && signal.type === 'offer') {
         clearTimeout(session.timers.offer);
+        mark('offer');
         session.cameraId = from;
         await pc.setRemoteDescription(signal);
         for (const candidate of session.pendingCandidates.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});

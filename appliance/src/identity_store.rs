@@ -1,8 +1,18 @@
-//! Where the appliance gets its identity: the state folder, or a fresh
-//! development identity on a machine that was never provisioned.
+//! Where the appliance gets its identity, in this order:
 //!
-//! An identity file that exists but does not validate is an error: a new
-//! secret would silently orphan the printed label, so nothing is replaced.
+//! 1. the state folder (`<state>/identity.json`), as saved on an earlier start;
+//! 2. the factory identity on the boot partition
+//!    (`/boot/firmware/lookout/identity.json`, written by
+//!    `lookout-provision write-image`): validated, then copied atomically
+//!    into the state folder (mode 0600). The boot copy is left in place, so a
+//!    camera whose state is wiped comes back with the same secret and the
+//!    printed label keeps working (the trade-off is in `docs/identity.md`);
+//! 3. a fresh development identity, on a machine that was never provisioned.
+//!
+//! An identity file that exists but does not validate, in the state folder
+//! or on the boot partition, is an error ([`IdentityStoreError::Corrupt`])
+//! and is never replaced: a new secret would silently orphan the printed
+//! label. `lookout` then serves the needs-provisioning page instead.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +24,8 @@ use lookout_provisioning::{DeviceId, Identity, IdentityError, IDENTITY_FILE_NAME
 pub enum IdentityOrigin {
     /// Read from the state folder, as written earlier.
     State,
+    /// The factory identity from the boot partition, copied into the state folder just now.
+    BootPartition,
     /// Created just now for development, because none existed.
     CreatedForDevelopment,
 }
@@ -29,19 +41,37 @@ pub enum IdentityStoreError {
     Identity(#[from] IdentityError),
 }
 
-/// The identity file's path inside a state folder.
-pub fn identity_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(IDENTITY_FILE_NAME)
+/// The identity file's path inside a state folder (or the boot partition's `lookout/` folder).
+pub fn identity_path(dir: &Path) -> PathBuf {
+    dir.join(IDENTITY_FILE_NAME)
 }
 
 /// Loads the identity from `state_dir`, creating a development identity if
-/// there is none.
+/// there is none. Never looks at a boot partition.
 pub fn load_or_create(state_dir: &Path) -> Result<(Identity, IdentityOrigin), IdentityStoreError> {
+    load(state_dir, None)
+}
+
+/// Finds the identity: state folder, then `boot_dir` (if given), then a new
+/// development identity (see the module docs).
+pub fn load(
+    state_dir: &Path,
+    boot_dir: Option<&Path>,
+) -> Result<(Identity, IdentityOrigin), IdentityStoreError> {
     let path = identity_path(state_dir);
     if path.exists() {
-        return Identity::load(&path)
-            .map(|identity| (identity, IdentityOrigin::State))
-            .map_err(|source| IdentityStoreError::Corrupt { path, source });
+        let identity =
+            Identity::load(&path).map_err(|source| IdentityStoreError::Corrupt { path, source })?;
+        if let Some(boot_dir) = boot_dir {
+            warn_if_boot_copy_differs(&identity, &identity_path(boot_dir));
+        }
+        return Ok((identity, IdentityOrigin::State));
+    }
+    if let Some(boot_path) = boot_dir.map(identity_path).filter(|p| p.exists()) {
+        let identity = Identity::load(&boot_path)
+            .map_err(|source| IdentityStoreError::Corrupt { path: boot_path.clone(), source })?;
+        import(&identity, state_dir, &path, &boot_path);
+        return Ok((identity, IdentityOrigin::BootPartition));
     }
     create_dir_private(state_dir)?;
     // An empty prefix is always valid, so generation cannot fail here.
@@ -50,6 +80,49 @@ pub fn load_or_create(state_dir: &Path) -> Result<(Identity, IdentityOrigin), Id
     identity.save(&path)?;
     tracing::info!(path = %path.display(), device = %identity.device_id(), "created a development identity");
     Ok((identity, IdentityOrigin::CreatedForDevelopment))
+}
+
+/// Copies the factory identity into the state folder. A failure is logged,
+/// not fatal: the identity is valid and in use, and the next start tries again.
+fn import(identity: &Identity, state_dir: &Path, path: &Path, boot_path: &Path) {
+    let saved = create_dir_private(state_dir).and_then(|()| identity.save(path).map_err(Into::into));
+    match saved {
+        Ok(()) => tracing::info!(
+            from = %boot_path.display(),
+            to = %path.display(),
+            device = %identity.device_id(),
+            "imported the factory identity from the boot partition"
+        ),
+        Err(e) => tracing::warn!(
+            from = %boot_path.display(),
+            error = %e,
+            device = %identity.device_id(),
+            "using the factory identity from the boot partition, but cannot copy it into the state folder"
+        ),
+    }
+}
+
+/// The state folder wins; say so when the boot partition holds something else
+/// (e.g. a re-provisioned SD card on a camera that keeps its old state).
+fn warn_if_boot_copy_differs(identity: &Identity, boot_path: &Path) {
+    if !boot_path.exists() {
+        return;
+    }
+    match Identity::load(boot_path) {
+        Ok(boot)
+            if boot.device_id() == identity.device_id() && boot.room_secret() == identity.room_secret() => {}
+        Ok(boot) => tracing::warn!(
+            boot = %boot_path.display(),
+            boot_device = %boot.device_id(),
+            device = %identity.device_id(),
+            "the boot partition holds a different identity; the state folder's is used (remove it from the state folder to adopt the boot partition's)"
+        ),
+        Err(e) => tracing::warn!(
+            boot = %boot_path.display(),
+            error = %e,
+            "the identity on the boot partition is invalid; the state folder's is used"
+        ),
+    }
 }
 
 fn create_dir_private(dir: &Path) -> Result<(), IdentityStoreError> {
@@ -64,6 +137,14 @@ fn create_dir_private(dir: &Path) -> Result<(), IdentityStoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn factory_identity(boot: &Path) -> Identity {
+        std::fs::create_dir_all(boot).unwrap();
+        let identity = Identity::generate(DeviceId::parse("f4ct").unwrap()).unwrap();
+        std::fs::write(identity_path(boot), identity.to_json()).unwrap();
+        identity
+    }
 
     #[test]
     fn creates_once_then_reuses() {
@@ -85,5 +166,54 @@ mod tests {
         let err = load_or_create(dir.path()).unwrap_err();
         assert!(matches!(err, IdentityStoreError::Corrupt { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"{ half a file");
+    }
+
+    #[test]
+    fn factory_identity_is_imported_once_and_the_boot_copy_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, boot) = (dir.path().join("state"), dir.path().join("boot/lookout"));
+        let factory = factory_identity(&boot);
+        let boot_bytes = std::fs::read(identity_path(&boot)).unwrap();
+
+        let (identity, origin) = load(&state, Some(&boot)).unwrap();
+        assert_eq!(origin, IdentityOrigin::BootPartition);
+        assert_eq!(identity.room_secret(), factory.room_secret());
+        let saved = identity_path(&state);
+        assert_eq!(std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(Identity::load(&saved).unwrap().room_secret(), factory.room_secret());
+        assert_eq!(std::fs::read(identity_path(&boot)).unwrap(), boot_bytes, "boot copy kept as is");
+
+        let (again, origin) = load(&state, Some(&boot)).unwrap();
+        assert_eq!(origin, IdentityOrigin::State);
+        assert_eq!(again.room_secret(), factory.room_secret());
+    }
+
+    #[test]
+    fn state_wins_over_the_boot_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, boot) = (dir.path().join("state"), dir.path().join("boot"));
+        let (existing, _) = load_or_create(&state).unwrap();
+        factory_identity(&boot);
+        let (identity, origin) = load(&state, Some(&boot)).unwrap();
+        assert_eq!(origin, IdentityOrigin::State);
+        assert_eq!(identity.room_secret(), existing.room_secret());
+    }
+
+    #[test]
+    fn corrupt_boot_identity_is_an_error_and_nothing_is_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, boot) = (dir.path().join("state"), dir.path().join("boot"));
+        std::fs::create_dir_all(&boot).unwrap();
+        std::fs::write(identity_path(&boot), b"{\"format\": \"lookout-identity\"}").unwrap();
+        let err = load(&state, Some(&boot)).unwrap_err();
+        assert!(matches!(&err, IdentityStoreError::Corrupt { path, .. } if path.starts_with(&boot)), "{err}");
+        assert!(!identity_path(&state).exists(), "no secret was made up");
+    }
+
+    #[test]
+    fn missing_boot_folder_falls_back_to_development() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, origin) = load(&dir.path().join("state"), Some(&dir.path().join("no-boot"))).unwrap();
+        assert_eq!(origin, IdentityOrigin::CreatedForDevelopment);
     }
 }

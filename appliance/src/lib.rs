@@ -11,6 +11,12 @@
 //! - [`limits`]: connection caps and rate limits.
 //! - [`banner`]: what a person running `lookout` in a terminal sees.
 //! - [`logging`]: the tracing set-up.
+//! - [`sdnotify`]: readiness and watchdog notifications to systemd.
+//! - [`app`]: everything assembled.
+//! - [`media`]: camera sources, encoder, fan-out, pipeline.
+//! - [`peer`]: the camera's WebRTC peer connections.
+//! - [`mdns`]: announcing `lookout-<id>.local` and the `_https._tcp` service.
+//! - [`needs_provisioning`]: the page served when the identity file is damaged.
 
 pub mod app;
 pub mod banner;
@@ -18,8 +24,11 @@ pub mod http;
 pub mod identity_store;
 pub mod limits;
 pub mod logging;
+pub mod mdns;
 pub mod media;
+pub mod needs_provisioning;
 pub mod peer;
+pub mod sdnotify;
 pub mod server;
 pub mod settings;
 pub mod signaling;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use lookout::app::App;
 use lookout::identity_store;
+use lookout::needs_provisioning::NeedsProvisioning;
 use lookout::settings::Cli;
 
 fn main() -> ExitCode {
@@ -33,10 +34,20 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings();
-    let (identity, origin) = identity_store::load_or_create(&settings.state_dir)
-        .with_context(|| format!("no usable identity in {}", settings.state_dir.display()))?;
+    let boot_dir = settings.boot_identity_dir.as_deref();
+    let (identity, origin) = match identity_store::load(&settings.state_dir, boot_dir) {
+        Ok(found) => found,
+        // Never a new secret over a damaged file: say so on the camera's address instead.
+        Err(problem @ identity_store::IdentityStoreError::Corrupt { .. }) => {
+            return NeedsProvisioning::serve(&settings, &problem, shutdown_signal())
+                .await
+                .context("cannot serve the needs-provisioning page");
+        }
+        Err(e) => return Err(e).context(format!("no usable identity in {}", settings.state_dir.display())),
+    };
     let server = App::start(&settings, &identity, origin).await.context("cannot start")?;
     let addr = server.local_addr().context("cannot read the bound address")?;
+    let _mdns = lookout::mdns::start_if_enabled(settings.mdns, &identity, addr.port());
     tracing::info!(
         %addr,
         redirect = ?server.redirect_addr(),
@@ -51,7 +62,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         tracing::info!("the viewer URL with the room secret is printed only to an interactive terminal");
     }
+    // systemd (Type=notify, WatchdogSec=): READY=1 once the listener is bound, then
+    // WATCHDOG=1 every WatchdogSec/2. Does nothing when NOTIFY_SOCKET is unset.
+    let notifier = lookout::sdnotify::Notifier::from_env();
+    if let Some(notifier) = &notifier {
+        notifier.notify_status(&format!("serving on {addr}")).ok();
+        if let Err(e) = notifier.notify_ready() {
+            tracing::warn!("cannot send READY=1 to systemd: {e}");
+        }
+        if let Some(every) = lookout::sdnotify::watchdog_interval() {
+            let notifier = notifier.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = notifier.notify_watchdog() {
+                        tracing::warn!("cannot send WATCHDOG=1 to systemd: {e}");
+                    }
+                }
+            });
+        }
+    }
     server.run(shutdown_signal()).await;
+    if let Some(notifier) = &notifier {
+        notifier.notify_stopping().ok();
+    }
     Ok(())
 }
 

@@ -38,6 +38,11 @@ pub struct Settings {
     pub throttle: ThrottleConfig,
     /// The camera side; `None` runs the signaling server alone.
     pub media: Option<MediaSettings>,
+    /// Where a factory identity may wait on the boot partition (read when
+    /// the state folder has none); `None` skips that step.
+    pub boot_identity_dir: Option<PathBuf>,
+    /// Announce the camera over mDNS (`lookout-<id>.local`, `_https._tcp`).
+    pub mdns: bool,
 }
 
 /// Camera, encoder and WebRTC settings.
@@ -75,6 +80,8 @@ impl Settings {
             connection: ConnectionConfig::default(),
             throttle: ThrottleConfig::default(),
             media: None,
+            boot_identity_dir: None,
+            mdns: false,
         }
     }
 }
@@ -211,6 +218,17 @@ pub struct Cli {
     #[arg(long)]
     pub no_camera: bool,
 
+    /// Folder on the boot partition where the factory puts the identity
+    /// (identity.json). Used when the state folder has none: it is checked
+    /// and copied there. See docs/identity.md.
+    #[arg(long, default_value = "/boot/firmware/lookout", value_name = "DIR")]
+    pub boot_identity_dir: PathBuf,
+
+    /// Do not announce the camera over mDNS (lookout-<id>.local and an
+    /// _https._tcp service).
+    #[arg(long)]
+    pub no_mdns: bool,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lookout=debug`.
     #[arg(long, default_value = "info", env = "LOOKOUT_LOG", value_name = "FILTER")]
     pub log: String,
@@ -251,6 +269,8 @@ impl Cli {
                 ..ThrottleConfig::default()
             },
             media: (!self.no_camera).then(|| self.media_settings()),
+            boot_identity_dir: Some(self.boot_identity_dir.clone()),
+            mdns: !self.no_mdns,
         }
     }
 
@@ -355,6 +375,17 @@ mod tests {
         assert_eq!(settings.connection.max_message_bytes, 65536);
         assert_eq!(settings.connection.ping_interval, Duration::from_secs(15));
         assert_eq!(settings.connection.peer_timeout, Duration::from_secs(45));
+        assert_eq!(settings.boot_identity_dir, Some(PathBuf::from("/boot/firmware/lookout")));
+        assert!(settings.mdns);
+    }
+
+    #[test]
+    fn provisioning_flags_reach_the_settings() {
+        let settings =
+            Cli::parse_from(["lookout", "--boot-identity-dir", "/tmp/boot", "--no-mdns"]).settings();
+        assert_eq!(settings.boot_identity_dir, Some(PathBuf::from("/tmp/boot")));
+        assert!(!settings.mdns);
+        assert!(!Settings::for_tests(PathBuf::from("/tmp/x")).mdns, "tests never announce");
     }
 
     #[test]

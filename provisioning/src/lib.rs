@@ -9,11 +9,30 @@
 //! - [`secret`]: the [`RoomSecret`], a 256-bit key that never prints itself.
 //! - [`device_id`]: short human-friendly device IDs.
 //! - [`atomic_file`]: crash-safe file writes (write, fsync, rename).
+//!
+//! With the `factory` feature (on by default; the appliance builds without it):
+//! - [`batch`]: making identities and their labels, one folder per camera.
+//! - [`label`]: the printed label (QR code, name, secret, fingerprint) as SVG and PNG.
+//! - [`disk_image`]: writing an identity into an SD image's boot partition and reading it back.
+//!
+//! The `lookout-provision` tool (`src/bin/lookout-provision.rs`) drives these.
 
 pub mod atomic_file;
+#[cfg(feature = "factory")]
+pub mod batch;
 pub mod device_id;
+#[cfg(feature = "factory")]
+pub mod disk_image;
+#[cfg(feature = "factory")]
+mod fat_dot_entries;
+#[cfg(feature = "factory")]
+mod font;
 pub mod identity;
+#[cfg(feature = "factory")]
+pub mod label;
 pub mod secret;
+#[cfg(feature = "factory")]
+mod vector;
 
 pub use device_id::DeviceId;
 pub use identity::{Identity, IdentityError, FORMAT_VERSION, IDENTITY_FILE_NAME};

@@ -86,15 +86,18 @@ def run(binary):
             env.pop(key, None)
         env["NOTIFY_SOCKET"] = sock_path
         env["WATCHDOG_USEC"] = str(WATCHDOG_USEC)
-        env.setdefault("RUST_LOG", "info")
 
         argv = [binary, "--state-dir", state_dir, "--listen", "127.0.0.1:0"]
         print(f"notify-test: starting {' '.join(argv)}", flush=True)
         print(f"notify-test: NOTIFY_SOCKET={sock_path} WATCHDOG_USEC={WATCHDOG_USEC}", flush=True)
         with open(output_path, "wb") as output:
-            child = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
-            )
+            try:
+                child = subprocess.Popen(
+                    argv, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+                )
+            except OSError as e:
+                server.close()
+                return fail(f"cannot start {binary}: {e}")
         try:
             return watch(server, child, output_path)
         finally:
@@ -139,8 +142,9 @@ def watch(server, child, output_path):
             break
         if datagram:
             lines = assignments(datagram)
-            if "WATCHDOG=1" in lines:
-                pings.append(time.monotonic() - ready_at)
+            offset = time.monotonic() - ready_at
+            if "WATCHDOG=1" in lines and offset <= WATCHDOG_WINDOW_S:
+                pings.append(offset)
             else:
                 print(f"notify-test: received {lines}", flush=True)
         elif child.poll() is not None:

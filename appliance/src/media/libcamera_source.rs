@@ -131,6 +131,9 @@ impl From<LibcameraError> for SourceError {
         let text = error.to_string();
         match error {
             E::NoCamera | E::UnknownCamera { .. } => SourceError::NotFound(text),
+            // libcamera's manager refuses to start with ENODEV when the
+            // kernel has no media devices at all: no camera, not a failure.
+            E::ManagerStart(ref e) if e.raw_os_error() == Some(libc::ENODEV) => SourceError::NotFound(text),
             E::NoConfiguration { .. }
             | E::UnsupportedFormat { .. }
             | E::UnusableSize { .. }
@@ -338,8 +341,7 @@ fn stream(
     };
     let id = camera.id().to_owned();
     let model = camera.properties().get::<properties::Model>().ok().map(|m| m.0);
-    let mut active =
-        camera.acquire().map_err(|source| LibcameraError::Acquire { id: id.clone(), source })?;
+    let mut active = camera.acquire().map_err(|source| LibcameraError::Acquire { id: id.clone(), source })?;
 
     let (mut config, layout) = configure(&active, &id, options.format)?;
     active.configure(&mut config).map_err(|source| LibcameraError::Configure { id: id.clone(), source })?;
@@ -362,7 +364,7 @@ fn stream(
     let period = Duration::from_secs(1) / fps;
     let mut controls = ControlList::from_info_map(active.controls()).unwrap_or_default();
     // Not every camera takes a frame duration (libcamera's virtual camera
-    // does not); setting an unsupported control would fail the start.
+    // does not), so it is set only where the camera lists the control.
     let rate_control = active.controls().find(FrameDurationLimits::ID).is_ok();
     if rate_control {
         let micros = i64::try_from(period.as_micros()).unwrap_or(i64::MAX);
@@ -370,11 +372,6 @@ fn stream(
         // the camera's default, which the pacing below still caps.
         let _ = controls.set(FrameDurationLimits([micros, micros]));
     }
-    active.start(Some(&*controls)).map_err(LibcameraError::Start)?;
-    for request in requests {
-        active.queue_request(request).map_err(|(_, e)| LibcameraError::Queue(e))?;
-    }
-
     let format = CaptureFormat { width: layout.width, height: layout.height, fps };
     let description = format!(
         "libcamera {} ({id}) {}x{}@{fps} {}{}",
@@ -387,19 +384,36 @@ fn stream(
             BufferKind::Memfd => ", memfd buffers",
         },
     );
-    tracing::info!(camera = %id, stride = layout.stride, rate_control, "{description}");
-    if setup.send(Ok(Started { description, format })).is_err() {
-        // `open` gave up waiting; nobody wants the frames.
-        return Ok(());
-    }
 
-    let result = capture_loop(&active, &stream, &layout, &events, frames, stop, period);
-    // Stop before the buffers go: libcamera must not write into freed memory.
+    active.start(Some(&*controls)).map_err(LibcameraError::Start)?;
+    let mut parked = Vec::new();
+    let result = 'run: {
+        for request in requests {
+            if let Err((request, e)) = active.queue_request(request) {
+                parked.push(request);
+                break 'run Err(LibcameraError::Queue(e));
+            }
+        }
+        tracing::info!(camera = %id, stride = layout.stride, rate_control, "{description}");
+        if setup.send(Ok(Started { description, format })).is_err() {
+            // `open` gave up waiting; nobody wants the frames.
+            break 'run Ok(());
+        }
+        capture_loop(&active, &stream, &layout, &events, frames, stop, options, &mut parked)
+    };
+    // Stop before any request or buffer goes, on every path: libcamera must
+    // not touch freed memory. Completed requests (in `parked` and `events`)
+    // are destroyed only after this, because libcamera's virtual camera
+    // still walks a request's buffers after reporting it complete.
     let _ = active.stop();
+    drop(parked);
+    drop(events);
     result
 }
 
-/// Hands frames over until stopped or failed.
+/// Hands frames over until stopped or failed. Requests it does not requeue
+/// go to `parked`, to be destroyed once the camera has stopped.
+#[allow(clippy::too_many_arguments)]
 fn capture_loop(
     active: &ActiveCamera<'_>,
     stream: &Stream,
@@ -407,8 +421,10 @@ fn capture_loop(
     events: &Receiver<Event>,
     frames: &SyncSender<Result<VideoFrame, LibcameraError>>,
     stop: &AtomicBool,
-    period: Duration,
+    options: &LibcameraOptions,
+    parked: &mut Vec<Request>,
 ) -> Result<(), LibcameraError> {
+    let period = Duration::from_secs(1) / options.format.fps.max(1);
     let mut clock = WallClock::new();
     let mut sequence = SequenceExtender::default();
     let mut next_due = Instant::now();
@@ -421,7 +437,7 @@ fn capture_loop(
             Err(RecvTimeoutError::Timeout) => {
                 // The reader times out too, but a thread nobody reads from
                 // must end on its own so the camera is released.
-                if last_frame.elapsed() > DEFAULT_FRAME_TIMEOUT.max(period * 3) {
+                if last_frame.elapsed() > options.frame_timeout.max(period * 3) {
                     return Err(LibcameraError::Timeout(last_frame.elapsed()));
                 }
                 continue;
@@ -429,10 +445,18 @@ fn capture_loop(
             Err(RecvTimeoutError::Disconnected) => return Err(LibcameraError::WorkerGone),
         };
         if request.status() == RequestStatus::Cancelled {
+            parked.push(request);
             continue;
         }
         last_frame = Instant::now();
-        match read_frame(&request, stream, layout, &mut clock, &mut sequence)? {
+        let frame = match read_frame(&request, stream, layout, &mut clock, &mut sequence) {
+            Ok(frame) => frame,
+            Err(error) => {
+                parked.push(request);
+                return Err(error);
+            }
+        };
+        match frame {
             Some(frame) => match frames.try_send(Ok(frame)) {
                 Ok(()) => {}
                 // The reader is behind: drop this frame rather than stall the
@@ -443,7 +467,10 @@ fn capture_loop(
                         tracing::debug!(dropped, "frames dropped: the reader is slower than the camera");
                     }
                 }
-                Err(TrySendError::Disconnected(_)) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => {
+                    parked.push(request);
+                    return Ok(());
+                }
             },
             None => tracing::debug!("camera reported a failed frame; skipped"),
         }
@@ -455,7 +482,10 @@ fn capture_loop(
         }
         next_due = next_due.max(now) + period;
         request.reuse(ReuseFlag::REUSE_BUFFERS);
-        active.queue_request(request).map_err(|(_, e)| LibcameraError::Queue(e))?;
+        active.queue_request(request).map_err(|(request, e)| {
+            parked.push(request);
+            LibcameraError::Queue(e)
+        })?;
     }
     Ok(())
 }
@@ -470,9 +500,11 @@ fn configure(
     let width = u32::try_from(format.width).unwrap_or(u32::MAX);
     let height = u32::try_from(format.height).unwrap_or(u32::MAX);
     let mut offered = String::new();
-    for (pixel_format, kind) in [(libcamera::formats::YUV420, PlaneKind::I420), (libcamera::formats::NV12, PlaneKind::Nv12)]
+    for (pixel_format, kind) in
+        [(libcamera::formats::YUV420, PlaneKind::I420), (libcamera::formats::NV12, PlaneKind::Nv12)]
     {
-        let mut config = active.generate_configuration(&[StreamRole::VideoRecording]).ok_or_else(no_config)?;
+        let mut config =
+            active.generate_configuration(&[StreamRole::VideoRecording]).ok_or_else(no_config)?;
         {
             let mut stream = config.get_mut(0).ok_or_else(no_config)?;
             stream.set_pixel_format(pixel_format);
@@ -490,7 +522,11 @@ fn configure(
         }
         let size = stream.get_size();
         if size.width == 0 || size.height == 0 || size.width % 2 == 1 || size.height % 2 == 1 {
-            return Err(LibcameraError::UnusableSize { id: id.to_owned(), width: size.width, height: size.height });
+            return Err(LibcameraError::UnusableSize {
+                id: id.to_owned(),
+                width: size.width,
+                height: size.height,
+            });
         }
         if (size.width, size.height) != (width, height) {
             tracing::info!(
@@ -540,8 +576,10 @@ fn make_requests(
             tracing::info!(error = %allocator_error, "libcamera cannot allocate buffers; using memfd buffers");
             let mut requests = Vec::with_capacity(count as usize);
             for cookie in 0..u64::from(count) {
-                let buffer = memfd_buffer(layout)
-                    .map_err(|fallback| LibcameraError::Buffers { allocator: clone_io(&allocator_error), fallback })?;
+                let buffer = memfd_buffer(layout).map_err(|fallback| LibcameraError::Buffers {
+                    allocator: clone_io(&allocator_error),
+                    fallback,
+                })?;
                 let mapped = MemfdBuffer::new(buffer).map_err(|e| LibcameraError::Map(e.to_string()))?;
                 requests.push(request_with(active, stream, cookie, mapped)?);
             }
@@ -774,7 +812,8 @@ impl Layout {
                 for (i, size) in sizes.iter().enumerate() {
                     let start_here = start.min(whole.len());
                     // The last plane takes what is left (its last row may be short).
-                    let end = if i + 1 == sizes.len() { whole.len() } else { (start + size).min(whole.len()) };
+                    let end =
+                        if i + 1 == sizes.len() { whole.len() } else { (start + size).min(whole.len()) };
                     parts.push(&whole[start_here..end.max(start_here)]);
                     start += size;
                 }
@@ -924,6 +963,25 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_camera_times_out_as_failed() {
+        let (camera, frames) = mpsc::sync_channel(1);
+        let mut source = LibcameraSource {
+            description: "silent".into(),
+            format: CaptureFormat::default(),
+            frame_timeout: Duration::from_millis(50),
+            frames: Some(frames),
+            stop: Arc::new(AtomicBool::new(false)),
+            worker: None,
+        };
+        let started = Instant::now();
+        assert!(matches!(source.next_frame(), Err(SourceError::Failed(_))));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        // A capture thread that ended (its sender dropped) is `Failed` at once.
+        drop(camera);
+        assert!(matches!(source.next_frame(), Err(SourceError::Failed(_))));
+    }
+
+    #[test]
     fn sequence_survives_wrap_around() {
         let mut s = SequenceExtender::default();
         assert_eq!(s.extend(u32::MAX - 1), u64::from(u32::MAX) - 1);
@@ -939,7 +997,17 @@ mod tests {
             SourceError::from(LibcameraError::UnsupportedFormat { id: "x".into(), offered: "MJPG".into() }),
             SourceError::Configuration(_)
         ));
-        assert!(matches!(SourceError::from(LibcameraError::Timeout(Duration::from_secs(2))), SourceError::Failed(_)));
+        assert!(matches!(
+            SourceError::from(LibcameraError::Timeout(Duration::from_secs(2))),
+            SourceError::Failed(_)
+        ));
+        let no_devices = io::Error::from_raw_os_error(libc::ENODEV);
+        assert!(matches!(
+            SourceError::from(LibcameraError::ManagerStart(no_devices)),
+            SourceError::NotFound(_)
+        ));
+        let other = io::Error::from_raw_os_error(libc::EIO);
+        assert!(matches!(SourceError::from(LibcameraError::ManagerStart(other)), SourceError::Failed(_)));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! - [`frame`]: raw I420 frames with strides.
 //! - [`source`]: the [`FrameSource`](source::FrameSource) trait and errors.
 //! - [`test_pattern`]: the built-in moving pattern with its timestamp strip.
+//! - `libcamera_source` (feature `libcamera`): capture from a real camera.
 //! - [`encoder`]: openh264 set up for live WebRTC video.
 //! - [`fanout`]: encode once, deliver to every viewer at its own pace.
 //! - [`pipeline`]: the capture/encode thread, retries and status.
@@ -10,6 +11,8 @@
 pub mod encoder;
 pub mod fanout;
 pub mod frame;
+#[cfg(feature = "libcamera")]
+pub mod libcamera_source;
 pub mod pipeline;
 pub mod source;
 pub mod test_pattern;

@@ -287,6 +287,26 @@ mod tests {
         assert!(open_source(&SourceChoice::Libcamera(None), CaptureFormat::default()).is_err());
     }
 
+    #[cfg(not(feature = "libcamera"))]
+    #[test]
+    fn a_missing_camera_is_retried_and_reported() {
+        let pipeline = MediaPipeline::start(PipelineSettings {
+            source: SourceChoice::Libcamera(None),
+            format: CaptureFormat::default(),
+            encoder: EncoderSettings::default(),
+        })
+        .unwrap();
+        let status = pipeline.status_handle();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while status.snapshot().state != "retrying" {
+            assert!(Instant::now() < deadline, "never reported the failure");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let snapshot = status.snapshot();
+        assert!(snapshot.error.unwrap().contains("libcamera"));
+        drop(pipeline); // stops promptly even while backing off
+    }
+
     #[tokio::test]
     async fn encodes_only_while_watched_and_starts_viewers_on_a_keyframe() {
         let pipeline = MediaPipeline::start(PipelineSettings {

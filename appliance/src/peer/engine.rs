@@ -146,6 +146,12 @@ impl Engine {
                 Some(Duration::from_secs(10)),
                 Some(Duration::from_secs(1)),
             )
+            // Browsers hide their host addresses (mDNS names, or no candidates
+            // at all), so the first working pair is usually peer-reflexive.
+            // The default 1 s wait before nominating such a pair would be a
+            // second of black screen on every start.
+            .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            .with_srflx_acceptance_min_wait(Some(Duration::from_millis(100)))
             .build();
         Ok(Engine { media, interceptors, setting, estimate })
     }

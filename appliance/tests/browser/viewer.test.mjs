@@ -1,6 +1,7 @@
 // The viewer, end to end: the real lookout binary streaming its test
 // pattern, watched in Debian's Chromium.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import {
   freePort, launchBrowser, measureFps, openViewer, readStrip, startLookout, waitForVideo,
@@ -31,6 +32,24 @@ test('the viewer plays live 1280x720 video at 25 fps or more, from the link in t
   const latency = shown - captured;
   console.log(`capture-to-display latency of one frame: ${latency} ms`);
   assert.ok(latency >= -5 && latency < 2000, `the timestamp strip decodes to a recent time (latency ${latency} ms)`);
+  await page.context().close();
+});
+
+test('the stats overlay shows live figures and a snapshot downloads a PNG of the picture', async () => {
+  const page = await openViewer(browser, lookout.url());
+  await waitForVideo(page, { width: 1280, height: 720 });
+  await page.click('#btn-stats');
+  await page.waitForFunction(() => {
+    const text = (id) => document.getElementById(id).textContent;
+    return text('stat-resolution') === '1280×720' && text('stat-codec').startsWith('H264')
+      && /fps$/.test(text('stat-fps')) && /kbit\/s$/.test(text('stat-bitrate')) && /ms$/.test(text('stat-rtt'));
+  }, null, { timeout: 15000 });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#btn-snapshot')]);
+  assert.match(download.suggestedFilename(), /^lookout-.*\.png$/);
+  const png = readFileSync(await download.path());
+  assert.deepEqual([...png.subarray(1, 4)], [...Buffer.from('PNG')]);
+  assert.equal(png.readUInt32BE(16), 1280, 'PNG width');
+  assert.equal(png.readUInt32BE(20), 720, 'PNG height');
   await page.context().close();
 });
 

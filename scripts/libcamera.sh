@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# Builds libcamera 0.7.x for CI from Debian's own source package and installs
+# it into a private prefix, once.
+#
+# Why: the `libcamera` cargo feature of the appliance needs libcamera 0.4-0.7
+# (crate libcamera 0.7), and Debian 12 ships 0.0.3. Debian's newer suites
+# carry 0.7, so we take that source package (same tarball and patches the
+# distribution builds) and build only what CI needs: the library with the
+# `virtual` pipeline (the camera the capture test uses) and `uvcvideo`, no
+# IPAs, apps, docs, tests or bindings.
+#
+# The newer suite is reached through a PRIVATE apt configuration under
+# .ci-cache/apt (deb-src only, its own package lists): the machine's apt
+# sources are not changed, so the system never sees the newer suite and its
+# package lists do not grow. The mirror URI is copied at run time from the
+# machine's own apt sources; no host name is written into any file of the
+# repository.
+#
+# Usage:
+#   scripts/libcamera.sh            build (or confirm) and write the env file
+#   . .ci-cache/libcamera.env       then: PKG_CONFIG_PATH, LD_LIBRARY_PATH, ...
+#
+# Environment (optional):
+#   LIBCAMERA_PREFIX   install prefix (default .ci-cache/libcamera-prefix)
+#   LIBCAMERA_SUITES   Debian suites to look in (default "trixie forky sid")
+#   LIBCAMERA_SERIES   version series accepted (default 0.7)
+#   JOBS               parallel compile jobs (default: number of cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+CACHE="$ROOT/.ci-cache"
+PREFIX="${LIBCAMERA_PREFIX:-$CACHE/libcamera-prefix}"
+SRC_ROOT="$CACHE/libcamera-src"
+APT_DIR="$CACHE/apt"
+MESON_VENV="$CACHE/meson-venv"
+ENV_FILE="$CACHE/libcamera.env"
+STAMP="$PREFIX/.lookout-libcamera"
+SUITES="${LIBCAMERA_SUITES:-trixie forky sid}"
+SERIES="${LIBCAMERA_SERIES:-0.7}"
+JOBS="${JOBS:-$(nproc)}"
+
+step() { printf '\n==> libcamera: %s\n' "$*"; }
+die() { printf 'libcamera.sh: error: %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+write_env_file() {
+    mkdir -p "$CACHE"
+    cat >"$ENV_FILE" <<EOF
+# Written by scripts/libcamera.sh: source this to build/run against the CI libcamera.
+export LIBCAMERA_PREFIX="$PREFIX"
+export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig\${PKG_CONFIG_PATH:+:\$PKG_CONFIG_PATH}"
+export LD_LIBRARY_PATH="$PREFIX/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+EOF
+    step "environment (also in ${ENV_FILE#"$ROOT"/}; source it):"
+    sed -n 's/^export /  export /p' "$ENV_FILE"
+}
+
+# --- build dependencies (Debian 12 packages only) ---------------------------
+# Checked even when libcamera is already built: a restored cache still needs
+# libclang (bindgen in libcamera-sys) and the libraries libcamera links.
+apt_install() {
+    local missing=()
+    for package in "$@"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        step "installing ${missing[*]}"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o APT::Default-Release=bookworm "${missing[@]}"
+    fi
+}
+step "checking build dependencies"
+apt_install dpkg-dev meson ninja-build python3-jinja2 python3-ply python3-yaml python3-venv \
+    libyaml-dev libyuv-dev libgnutls28-dev pkg-config g++ libclang-dev
+
+# --- already installed? -----------------------------------------------------
+# The stamp records the version and the prefix it was configured for (the
+# prefix is compiled into libcamera as its data directory).
+if [ -f "$STAMP" ] && [ -f "$PREFIX/lib/pkgconfig/libcamera.pc" ]; then
+    installed=$(cat "$STAMP")
+    case "$installed" in
+        "$SERIES".*" $PREFIX")
+            step "libcamera ${installed%% *} already installed in $PREFIX; nothing to build"
+            write_env_file
+            exit 0
+            ;;
+    esac
+    step "stamp '$installed' does not match series $SERIES / prefix $PREFIX; rebuilding"
+fi
+
+# --- private apt configuration for the newer suite's source ------------------
+# Finds the URI of the machine's Debian archive entry: the first entry (deb822
+# .sources or one-line .list) of type deb for the suite "bookworm" with
+# component main. Prints "URI<TAB>signed-by" (signed-by may be empty).
+find_debian_mirror() {
+    python3 - /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources <<'PY'
+import os, re, sys
+
+def entries():
+    for path in sys.argv[1:]:
+        if not os.path.isfile(path):
+            continue
+        text = open(path, encoding="utf-8", errors="replace").read()
+        if path.endswith(".sources"):
+            for para in re.split(r"\n\s*\n", text):
+                fields = {}
+                key = None
+                for line in para.splitlines():
+                    if line.startswith("#") or not line.strip():
+                        continue
+                    if line[0] in " \t" and key:
+                        fields[key] += " " + line.strip()
+                        continue
+                    key, _, value = line.partition(":")
+                    key = key.strip().lower()
+                    fields[key] = value.strip()
+                if fields.get("enabled", "yes").lower() == "no":
+                    continue
+                for uri in fields.get("uris", "").split():
+                    yield (fields.get("types", "").split(), uri, fields.get("suites", "").split(),
+                           fields.get("components", "").split(), fields.get("signed-by", ""))
+        else:
+            for line in text.splitlines():
+                line = line.split("#", 1)[0].strip()
+                if not line:
+                    continue
+                signed_by = ""
+                m = re.match(r"^(deb(?:-src)?)\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)\s*(.*)$", line)
+                if not m:
+                    continue
+                for opt in (m.group(2) or "").split():
+                    k, _, v = opt.partition("=")
+                    if k == "signed-by":
+                        signed_by = v
+                yield ([m.group(1)], m.group(3), [m.group(4)], m.group(5).split(), signed_by)
+
+for types, uri, suites, components, signed_by in entries():
+    if "deb" in types and "bookworm" in suites and "main" in components:
+        # A multi-line Signed-By holds an inline key; only a file path is reusable.
+        if signed_by and not signed_by.startswith("/"):
+            signed_by = ""
+        print(f"{uri}\t{signed_by}")
+        break
+else:
+    sys.exit("no 'deb ... bookworm main' entry in the apt sources")
+PY
+}
+
+APT_OPTS=(
+    -o "Dir::Etc::SourceList=/dev/null"
+    -o "Dir::Etc::SourceParts=$APT_DIR/sources.list.d"
+    -o "Dir::State::Lists=$APT_DIR/lists"
+    -o "Dir::Cache=$APT_DIR/cache"
+    -o "APT::Default-Release=bookworm"
+)
+
+step "looking up the Debian mirror in the machine's apt sources"
+mirror_line=$(find_debian_mirror) || die "cannot find the Debian archive in /etc/apt/sources.list{,.d}"
+mirror_uri=${mirror_line%%$'\t'*}
+signed_by=${mirror_line#*$'\t'}
+[ -n "$signed_by" ] || signed_by=/usr/share/keyrings/debian-archive-keyring.gpg
+echo "  mirror: $mirror_uri (keyring $signed_by)"
+
+mkdir -p "$APT_DIR/sources.list.d" "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial"
+cat >"$APT_DIR/sources.list.d/libcamera-src.sources" <<EOF
+# Written by scripts/libcamera.sh (private apt configuration, source packages only).
+Types: deb-src
+URIs: $mirror_uri
+Suites: $SUITES
+Components: main
+Signed-By: $signed_by
+EOF
+step "apt-get update (private lists: deb-src $SUITES)"
+$SUDO apt-get "${APT_OPTS[@]}" update -qq
+
+# Highest version of the accepted series among the suites.
+version=$(apt-cache "${APT_OPTS[@]}" showsrc libcamera \
+    | sed -n 's/^Version: //p' \
+    | grep -E "^${SERIES//./\\.}\." \
+    | sort -V | tail -n 1 || true)
+[ -n "$version" ] || die "no libcamera $SERIES.x source package in suites: $SUITES"
+upstream=${version%-*}
+upstream=${upstream#*:}
+echo "  libcamera source package $version (upstream $upstream)"
+
+# --- source -----------------------------------------------------------------
+src_dir="$SRC_ROOT/libcamera-$upstream"
+if [ ! -f "$src_dir/meson.build" ]; then
+    step "apt-get source libcamera=$version into ${SRC_ROOT#"$ROOT"/}"
+    rm -rf "$SRC_ROOT"
+    mkdir -p "$SRC_ROOT"
+    # Unpacked by dpkg-source, which applies Debian's patches.
+    (cd "$SRC_ROOT" && $SUDO apt-get "${APT_OPTS[@]}" source -qq "libcamera=$version")
+    [ -f "$src_dir/meson.build" ] || die "apt-get source did not unpack into $src_dir"
+else
+    step "source already unpacked in ${src_dir#"$ROOT"/}"
+fi
+
+# --- meson ------------------------------------------------------------------
+# libcamera states its minimum meson; use Debian's if new enough, else a venv.
+need_meson=$(sed -n "s/.*meson_version *: *'>= *\([0-9.]*\)'.*/\1/p" "$src_dir/meson.build" | head -n 1)
+[ -n "$need_meson" ] || die "cannot read the required meson version from $src_dir/meson.build"
+MESON=meson
+if ! dpkg --compare-versions "$(meson --version)" ge "$need_meson"; then
+    step "Debian's meson $(meson --version) < $need_meson: installing meson from PyPI into ${MESON_VENV#"$ROOT"/}"
+    [ -x "$MESON_VENV/bin/meson" ] || python3 -m venv "$MESON_VENV"
+    if ! dpkg --compare-versions "$("$MESON_VENV/bin/meson" --version 2>/dev/null || echo 0)" ge "$need_meson"; then
+        "$MESON_VENV/bin/pip" install -q "meson>=$need_meson"
+    fi
+    MESON="$MESON_VENV/bin/meson"
+fi
+echo "  meson $($MESON --version) (libcamera needs >= $need_meson)"
+
+# --- configure, build, install ----------------------------------------------
+build_dir="$src_dir/build-lookout"
+# libcamera's build runs `python3` from PATH and imports jinja2, ply and yaml;
+# those are Debian's python3-* packages, so Debian's python3 must win over any
+# other interpreter on PATH (pyenv shims, venvs).
+export PATH="/usr/bin:$PATH"
+step "configuring (pipelines virtual,uvcvideo; no IPAs, apps, docs, tests, bindings)"
+rm -rf "$build_dir"
+# --wrap-mode=nodownload: never fetch subprojects; everything comes from Debian.
+nice -n 10 "$MESON" setup "$build_dir" "$src_dir" \
+    --prefix="$PREFIX" --libdir=lib --buildtype=release --wrap-mode=nodownload \
+    -Dpipelines=virtual,uvcvideo -Dipas= \
+    -Dcam=disabled -Dqcam=disabled -Dlc-compliance=disabled \
+    -Ddocumentation=disabled -Dtest=false -Dgstreamer=disabled -Dv4l2=disabled \
+    -Dpycamera=disabled -Dtracing=disabled -Dandroid=disabled -Dudev=disabled \
+    -Dlibdw=disabled -Dlibunwind=disabled -Dsoftisp-gpu=disabled \
+    -Dapps-output-dng=disabled -Drpi-awb-nn=disabled
+
+step "building with $JOBS jobs (nice 10)"
+nice -n 10 ninja -C "$build_dir" -j "$JOBS"
+
+step "installing into $PREFIX"
+rm -rf "$PREFIX"
+nice -n 10 "$MESON" install -C "$build_dir" --quiet
+[ -f "$PREFIX/lib/pkgconfig/libcamera.pc" ] || die "install did not produce $PREFIX/lib/pkgconfig/libcamera.pc"
+printf '%s %s\n' "$upstream" "$PREFIX" >"$STAMP"
+echo "  installed: $(PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" pkg-config --modversion libcamera)"
+
+write_env_file
