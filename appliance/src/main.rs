@@ -62,28 +62,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         tracing::info!("the viewer URL with the room secret is printed only to an interactive terminal");
     }
-    // systemd (Type=notify, WatchdogSec=): READY=1 once the listener is bound, then
-    // WATCHDOG=1 every WatchdogSec/2. Does nothing when NOTIFY_SOCKET is unset.
-    let notifier = lookout::sdnotify::Notifier::from_env();
-    if let Some(notifier) = &notifier {
-        notifier.notify_status(&format!("serving on {addr}")).ok();
-        if let Err(e) = notifier.notify_ready() {
-            tracing::warn!("cannot send READY=1 to systemd: {e}");
-        }
-        if let Some(every) = lookout::sdnotify::watchdog_interval() {
-            let notifier = notifier.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = notifier.notify_watchdog() {
-                        tracing::warn!("cannot send WATCHDOG=1 to systemd: {e}");
-                    }
-                }
-            });
-        }
-    }
+    // systemd (Type=notify, WatchdogSec=): READY=1 once the listener is bound,
+    // then watchdog pings. Nothing happens when NOTIFY_SOCKET is unset.
+    let notifier = lookout::sdnotify::announce_ready(&format!("serving on {addr}"));
     server.run(shutdown_signal()).await;
     if let Some(notifier) = &notifier {
         notifier.notify_stopping().ok();

@@ -111,23 +111,7 @@ impl NeedsProvisioning {
         tracing::error!(%addr, state = STATE, reason = %reason, "no valid identity: serving only the needs-provisioning page");
         // Under systemd (Type=notify) the service is up: restarting would not
         // repair the file, and the page must stay reachable.
-        let notifier = crate::sdnotify::Notifier::from_env();
-        if let Some(notifier) = &notifier {
-            notifier.notify_status("needs provisioning: the identity file is damaged").ok();
-            if let Err(e) = notifier.notify_ready() {
-                tracing::warn!("cannot send READY=1 to systemd: {e}");
-            }
-            if let Some(every) = crate::sdnotify::watchdog_interval() {
-                let notifier = notifier.clone();
-                tokio::spawn(async move {
-                    let mut tick = tokio::time::interval(every);
-                    loop {
-                        tick.tick().await;
-                        notifier.notify_watchdog().ok();
-                    }
-                });
-            }
-        }
+        let notifier = crate::sdnotify::announce_ready("needs provisioning: the identity file is damaged");
         server.run(shutdown).await;
         if let Some(notifier) = &notifier {
             notifier.notify_stopping().ok();

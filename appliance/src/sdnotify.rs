@@ -183,6 +183,32 @@ fn send_to_abstract(_socket: &UnixDatagram, _name: &[u8], _message: &[u8]) -> io
     Err(io::Error::new(io::ErrorKind::Unsupported, "abstract unix sockets are Linux-only"))
 }
 
+/// Tells systemd the service is up (`STATUS=`, `READY=1`) and, when a
+/// watchdog is configured, spawns a task that sends `WATCHDOG=1` at half its
+/// period. Returns the notifier (for `notify_stopping`), or `None` when not
+/// started by systemd with `Type=notify`. Needs a tokio runtime.
+pub fn announce_ready(status: &str) -> Option<Notifier> {
+    let notifier = Notifier::from_env()?;
+    notifier.notify_status(status).ok();
+    if let Err(e) = notifier.notify_ready() {
+        tracing::warn!("cannot send READY=1 to systemd: {e}");
+    }
+    if let Some(every) = watchdog_interval() {
+        let pinger = notifier.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = pinger.notify_watchdog() {
+                    tracing::warn!("cannot send WATCHDOG=1 to systemd: {e}");
+                }
+            }
+        });
+    }
+    Some(notifier)
+}
+
 /// How often to send `WATCHDOG=1`: half the period in `$WATCHDOG_USEC`.
 ///
 /// Returns `None` when no watchdog is configured for this process: the variable is
