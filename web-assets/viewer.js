@@ -215,6 +215,10 @@
     session.pc = pc;
     session.pendingCandidates = [];
     pc.ontrack = (event) => {
+      // Live camera: show each frame as soon as it is decoded rather than
+      // buffering for smoothness (the browser still adapts to real jitter).
+      try { event.receiver.jitterBufferTarget = 0; } catch (_) { /* not supported */ }
+      if ('playoutDelayHint' in event.receiver) event.receiver.playoutDelayHint = 0;
       const stream = event.streams[0] || new MediaStream([event.track]);
       if (ui.video.srcObject !== stream) ui.video.srcObject = stream;
     };

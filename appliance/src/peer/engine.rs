@@ -9,19 +9,19 @@ use std::time::{Duration, Instant};
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{
-    Attribute, BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport, StreamInfo,
-    TaggedPacket,
+    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor, PacerBuilder,
+    Packet, PacketReport, StreamInfo, TaggedPacket, TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_congestion_control, configure_nack, configure_rtcp_reports, CongestionFeedback, Registry, Slot,
+    configure_nack, configure_rtcp_reports, Registry, Slot,
 };
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264};
 use rtc::peer_connection::configuration::setting_engine::{SettingEngine, SettingEngineBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind, TYPE_RTCP_FB_CCM, TYPE_RTCP_FB_NACK,
-    TYPE_RTCP_FB_TRANSPORT_CC,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    TYPE_RTCP_FB_CCM, TYPE_RTCP_FB_NACK, TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use rtc::sansio::Protocol;
 
@@ -124,9 +124,29 @@ impl Engine {
         let (estimator, estimate) = ReportingEstimator::new(gcc);
         let interceptors = configure_nack(Registry::new(), &mut media);
         let interceptors = configure_rtcp_reports(interceptors);
-        let interceptors =
-            configure_congestion_control(interceptors, estimator, CongestionFeedback::Twcc, &mut media)
-                .map_err(|e| EngineError(e.to_string()))?;
+        // Congestion control as `configure_congestion_control` sets it up
+        // (TWCC feedback, GCC, pacer), except that the pacer starts at the
+        // estimator's initial rate instead of its 1 Mbit/s default, which
+        // would hold back the first keyframe by a few hundred milliseconds.
+        media.register_feedback(
+            RTCPFeedback { typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(), parameter: String::new() },
+            RtpCodecKind::Video,
+        );
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned() },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(|e| EngineError(e.to_string()))?;
+        let interceptors = interceptors
+            .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
+            .with(
+                Slot::Pacer,
+                PacerBuilder::new().with_target_bitrate(f64::from(settings.initial_bitrate)).build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
         // The application-most slot, after every interceptor that consumes RTCP.
         let interceptors = interceptors.with(Slot::from(14_000), KeyframeRequestForwarder::default());
         let mut networks = vec![NetworkType::Udp4];
