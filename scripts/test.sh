@@ -46,5 +46,8 @@ export LOOKOUT_BIN="$PWD/target/debug/lookout"
 (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1'
 
+step "browser across a virtual LAN (two network namespaces, defaults, mDNS-hidden browser addresses)"
+bash appliance/tests/browser/lan-test.sh "$LOOKOUT_BIN"
+
 step "libcamera source against libcamera's virtual camera (builds libcamera 0.7 once)"
 bash scripts/libcamera-test.sh

@@ -212,6 +212,7 @@ async fn signaling_task(
                     }
                 }
                 Some(ViewerSignal::Candidate(candidate)) => {
+                    tracing::debug!(%viewer, candidate = %candidate.candidate, "viewer candidate");
                     if !have_answer {
                         early_candidates.push(candidate);
                     } else if let Err(e) = pc.add_ice_candidate(candidate).await {
@@ -236,7 +237,14 @@ async fn signaling_task(
                 }
             },
             Some(candidate) = candidates.recv() => {
+                // A wildcard socket on a host without such addresses (no
+                // global IPv6, say) yields a candidate for `0.0.0.0` or `::`,
+                // which no browser can reach: do not send it.
+                if candidate.address.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+                    continue;
+                }
                 if let Some(json) = candidate_json(&candidate, mid.as_deref()) {
+                    tracing::debug!(%viewer, candidate = %json["candidate"], "local candidate");
                     send(json);
                 }
             },
