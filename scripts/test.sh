@@ -44,7 +44,7 @@ step "browser end-to-end tests (Chromium, in a network namespace with only loopb
 export LOOKOUT_BIN="$PWD/target/debug/lookout"
 [ -x "$LOOKOUT_BIN" ] || { echo "missing $LOOKOUT_BIN" >&2; exit 1; }
 (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1'
+unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 viewer.test.mjs'
 
 step "browser across a virtual LAN (two network namespaces, defaults, mDNS-hidden browser addresses)"
 bash appliance/tests/browser/lan-test.sh "$LOOKOUT_BIN"

@@ -49,7 +49,7 @@ grep -q "serving HTTPS" "$state/lookout.log" || { echo "lan-test: FAIL: lookout 
 
 status=0
 LAN_URL="https://10.99.0.1:8443/" LAN_STATE="$state" ip netns exec "$view" \
-    node --test --test-concurrency=1 lan.test.mjs || status=$?
+    node --test --test-concurrency=1 lan.spec.mjs || status=$?
 if [ $status -ne 0 ]; then
     echo "lan-test: lookout's log:" >&2
     sed 's/\x1b\[[0-9;]*m//g' "$state/lookout.log" | tail -40 >&2

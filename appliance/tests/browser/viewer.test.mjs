@@ -87,6 +87,22 @@ test('the secret can be typed with spaces and dashes', async () => {
   await page.context().close();
 });
 
+test('a remembered camera opens without the link; forgetting it asks for the secret again', async () => {
+  const page = await openViewer(browser, lookout.url());
+  await waitForVideo(page, { width: 1280, height: 720 });
+  assert.equal(await page.textContent('#btn-forget'), 'Remember');
+  await page.click('#btn-forget');
+  assert.equal(await page.textContent('#btn-forget'), 'Forget');
+  const again = await page.context().newPage();
+  await again.goto(lookout.url(''));
+  await waitForVideo(again, { width: 1280, height: 720 });
+  await again.click('#btn-forget');
+  const third = await page.context().newPage();
+  await third.goto(lookout.url(''));
+  await third.waitForSelector('#secret-form:not([hidden])', { timeout: 10000 });
+  await page.context().close();
+});
+
 test('after the server drops the viewer the page reconnects and plays again', async () => {
   const port = await freePort();
   const restartable = await startLookout({ port, args: ['--resolution', '640x480', '--fps', '30'] });

@@ -1,4 +1,4 @@
-// Run by lan-test.sh inside the viewer's network namespace: lookout at its
+// Run by lan-test.sh (not by a plain `node --test`: it needs the namespaces) inside the viewer's network namespace: lookout at its
 // defaults in another namespace, Chromium at its defaults (addresses hidden
 // behind mDNS names), a veth link between them.
 import assert from 'node:assert/strict';
