@@ -6,8 +6,8 @@
 # name, as it does on a real LAN, so this checks the path a phone takes.
 # Needs root (ip netns). Usage: lan-test.sh path/to/lookout
 set -euo pipefail
+LOOKOUT_BIN=$(realpath "${1:?usage: lan-test.sh path/to/lookout}")
 cd "$(dirname "$0")"
-LOOKOUT_BIN=${1:?usage: lan-test.sh path/to/lookout}
 [ "$(id -u)" -eq 0 ] || { echo "lan-test: FAIL: needs root for ip netns" >&2; exit 1; }
 
 suffix=$$
