@@ -61,17 +61,8 @@ EOF
 # --- build dependencies (Debian 12 packages only) ---------------------------
 # Checked even when libcamera is already built: a restored cache still needs
 # libclang (bindgen in libcamera-sys) and the libraries libcamera links.
-apt_install() {
-    local missing=()
-    for package in "$@"; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        step "installing ${missing[*]}"
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o APT::Default-Release=bookworm "${missing[@]}"
-    fi
-}
+# shellcheck source=lib/apt.sh
+. "$ROOT/scripts/lib/apt.sh"
 step "checking build dependencies"
 apt_install dpkg-dev meson ninja-build python3-jinja2 python3-ply python3-yaml python3-venv \
     libyaml-dev libyuv-dev libgnutls28-dev pkg-config g++ libclang-dev

@@ -6,19 +6,8 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-apt_install() {
-    local missing=()
-    for package in "$@"; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-    done
-    if [ ${#missing[@]} -gt 0 ]; then
-        step "installing ${missing[*]}"
-        local sudo=""
-        [ "$(id -u)" -eq 0 ] || sudo="sudo"
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o APT::Default-Release=bookworm "${missing[@]}"
-    fi
-}
+# shellcheck source=lib/apt.sh
+. scripts/lib/apt.sh
 
 # nasm: openh264 builds its x86 SIMD code with it (about twice as fast).
 apt_install build-essential pkg-config nasm chromium iproute2 util-linux \

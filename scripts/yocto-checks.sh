@@ -40,26 +40,8 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
     SUDO="sudo"
 fi
-APT_UPDATED=0
-apt_install() {  # apt_install PACKAGE... (installs only what is missing)
-    local missing=()
-    local pkg
-    for pkg in "$@"; do
-        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-            missing+=("$pkg")
-        fi
-    done
-    if [ "${#missing[@]}" -eq 0 ]; then
-        return 0
-    fi
-    echo "yocto-checks: installing Debian packages: ${missing[*]}"
-    if [ "$APT_UPDATED" -eq 0 ]; then
-        $SUDO apt-get -o APT::Default-Release=bookworm update -qq
-        APT_UPDATED=1
-    fi
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o APT::Default-Release=bookworm \
-        install -y -qq --no-install-recommends "${missing[@]}"
-}
+# shellcheck source=lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 
 step "setup: host tools"
 command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd

@@ -9,10 +9,11 @@
 //! avahi-utils and dbus. Without them the test fails with a clear message; it
 //! never passes silently. The namespaces are removed even when it fails.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use lookout_provisioning::{DeviceId, Identity, IDENTITY_FILE_NAME};
@@ -67,7 +68,7 @@ struct Lab {
     resolver_ns: String,
     camera_if: String,
     resolver_if: String,
-    lookout: Option<Child>,
+    lookout: Option<common::LookoutProcess>,
 }
 
 impl Lab {
@@ -122,36 +123,17 @@ impl Lab {
 
     /// Starts `lookout` in the camera namespace; waits until it announces itself.
     fn start_lookout(&mut self, state: &Path, boot: &Path) {
-        let mut child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &self.camera_ns, env!("CARGO_BIN_EXE_lookout")])
             .args(["--listen", &format!("[::]:{PORT}"), "--no-camera", "--log", "info"])
             .arg("--state-dir")
             .arg(state)
             .arg("--boot-identity-dir")
-            .arg(boot)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ip netns exec lookout starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        self.lookout = Some(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut seen = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                seen.push_str(&line);
-                seen.push('\n');
-                if line.contains("announcing over mDNS") {
-                    let _ = tx.send(Ok(()));
-                }
-            }
-            let _ = tx.send(Err(seen));
-        });
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(())) => {}
-            Ok(Err(log)) => panic!("lookout exited before announcing over mDNS:\n{log}"),
-            Err(_) => panic!("lookout did not announce over mDNS within 60 s"),
-        }
+            .arg(boot);
+        let lookout = common::LookoutProcess::spawn(command);
+        lookout.wait_for_line("announcing over mDNS");
+        self.lookout = Some(lookout);
     }
 
     /// Runs `script` with `sh` in the resolver namespace (in one mount
@@ -172,10 +154,8 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if let Some(mut child) = self.lookout.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Dropping the process kills it (by PID).
+        drop(self.lookout.take());
         for ns in [&self.camera_ns, &self.resolver_ns] {
             // Anything still running in our namespaces was started by this test.
             let pids = run("ip", &["netns", "pids", ns]);

@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use lookout_provisioning::{DeviceId, Identity, IDENTITY_FILE_NAME};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -20,9 +18,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A `lookout` process, killed (by its PID) when dropped.
+/// A `lookout` process and the address it serves on.
 struct Lookout {
-    child: Child,
+    /// Held so the process lives as long as the test needs it.
+    _process: common::LookoutProcess,
     addr: std::net::SocketAddr,
 }
 
@@ -30,39 +29,16 @@ impl Lookout {
     /// Starts `lookout` on 127.0.0.1 and waits for the log line that carries
     /// `marker` and the bound address.
     fn start(state: &Path, boot: &Path, marker: &'static str) -> Lookout {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
+        command
             .args(["--listen", "127.0.0.1:0", "--no-camera", "--no-mdns", "--log", "info"])
             .arg("--state-dir")
             .arg(state)
             .arg("--boot-identity-dir")
-            .arg(boot)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("lookout starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1).filter(|_| line.contains(marker)) {
-                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("lookout did not log {marker:?} with its address"))
-            .parse()
-            .expect("a socket address");
-        Lookout { child, addr }
-    }
-}
-
-impl Drop for Lookout {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+            .arg(boot);
+        let process = common::LookoutProcess::spawn(command);
+        let addr = process.wait_for_addr(marker);
+        Lookout { _process: process, addr }
     }
 }
 

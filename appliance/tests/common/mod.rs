@@ -299,3 +299,110 @@ impl SignalingClient {
 pub fn room(byte: &str) -> String {
     byte.repeat(32)
 }
+
+/// A `lookout` process a test started: its log is collected as it runs, and
+/// it is killed (by its PID) when dropped.
+pub struct LookoutProcess {
+    pub child: std::process::Child,
+    log: Arc<std::sync::Mutex<String>>,
+    lines: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+}
+
+impl LookoutProcess {
+    /// Spawns `command` (a `lookout` invocation, possibly wrapped, e.g. in
+    /// `ip netns exec`) with its standard error captured.
+    pub fn spawn(mut command: std::process::Command) -> LookoutProcess {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("lookout starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let collected = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let plain = strip_ansi(&line);
+                collected.lock().expect("log lock").push_str(&format!("{plain}\n"));
+                let _ = tx.send(plain);
+            }
+        });
+        LookoutProcess { child, log, lines: std::sync::Mutex::new(rx) }
+    }
+
+    /// Waits (up to 60 s) for a log line containing `marker` and returns it;
+    /// panics with the log so far if the process ends or time runs out.
+    pub fn wait_for_line(&self, marker: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let lines = self.lines.lock().expect("lines lock");
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(marker) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("lookout did not log {marker:?}; its log:\n{}", self.log()),
+            }
+        }
+    }
+
+    /// The `addr=` of the first log line containing `marker`.
+    pub fn wait_for_addr(&self, marker: &str) -> SocketAddr {
+        let line = self.wait_for_line(marker);
+        let addr: String = line
+            .split("addr=")
+            .nth(1)
+            .map(|rest| rest.chars().take_while(|c| !c.is_whitespace()).collect())
+            .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+        addr.parse().unwrap_or_else(|_| panic!("not a socket address: {addr:?}"))
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// Stops the process with SIGTERM (a clean shutdown), waits up to 10 s,
+    /// and returns its standard output.
+    pub fn terminate(&mut self) -> String {
+        use std::io::Read;
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(std::time::Instant::now() < deadline, "lookout did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        stdout
+    }
+}
+
+impl Drop for LookoutProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip "[...m".
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
