@@ -34,6 +34,11 @@ pub enum FrameError {
 impl VideoFrame {
     /// A mid-grey frame without padding.
     pub fn blank(width: usize, height: usize) -> VideoFrame {
+        VideoFrame::grey(width, height, SystemTime::now(), 0)
+    }
+
+    /// A frame without padding, all samples mid-grey (128), to draw into.
+    pub fn grey(width: usize, height: usize, captured_at: SystemTime, sequence: u64) -> VideoFrame {
         VideoFrame {
             width,
             height,
@@ -42,8 +47,8 @@ impl VideoFrame {
             v: vec![128; width * height / 4],
             y_stride: width,
             uv_stride: width / 2,
-            captured_at: SystemTime::now(),
-            sequence: 0,
+            captured_at,
+            sequence,
         }
     }
 

@@ -58,17 +58,8 @@ impl TestPattern {
     /// Draws frame number `sequence` captured at `captured_at` (no pacing).
     pub fn render(&self, sequence: u64, captured_at: SystemTime) -> VideoFrame {
         let CaptureFormat { width, height, .. } = self.format;
-        let mut frame = VideoFrame {
-            width,
-            height,
-            y: vec![0; width * height],
-            u: vec![128; width * height / 4],
-            v: vec![128; width * height / 4],
-            y_stride: width,
-            uv_stride: width / 2,
-            captured_at,
-            sequence,
-        };
+        // Every luma row and chroma row is overwritten below.
+        let mut frame = VideoFrame::grey(width, height, captured_at, sequence);
         let shift = (sequence as usize * 4) % BAR_PERIOD;
         for (row, line) in frame.y.chunks_exact_mut(width).enumerate() {
             let start = (shift + row) % BAR_PERIOD;
