@@ -11,7 +11,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # nasm: openh264 builds its x86 SIMD code with it (about twice as fast).
 apt_install build-essential pkg-config nasm chromium iproute2 util-linux \
-    zbar-tools librsvg2-bin mtools dosfstools fdisk e2fsprogs avahi-daemon avahi-utils dbus
+    zbar-tools librsvg2-bin mtools dosfstools fdisk e2fsprogs avahi-daemon avahi-utils dbus \
+    wpasupplicant
 command -v node >/dev/null || apt_install nodejs npm
 
 step "cargo fmt --check"

@@ -1,7 +1,8 @@
 //! Putting an identity into a Raspberry Pi SD-card image, and reading it back.
 //!
 //! The identity goes to `lookout/identity.json` on the image's boot (FAT)
-//! partition, where the appliance looks for it on first start. Everything
+//! partition, where the appliance looks for it on first start; Wi-Fi
+//! settings, if any, go beside it as `lookout/wifi.conf`. Everything
 //! happens in-process on the image file: the partition table is read with
 //! `mbrman` (MBR) or `gptman` (GPT), the FAT file system with `fatfs`. No
 //! mounting, no root.
@@ -13,29 +14,33 @@
 //! - With an output path the input is only read: it is copied to a
 //!   temporary file beside the output, written, read back, synced, and only
 //!   then renamed to the output.
-//! - Inside the FAT the file is written under a temporary name and renamed,
-//!   so an interrupted write leaves the old identity or none, never half of one.
+//! - Inside the FAT each file is written under a temporary name and renamed,
+//!   so an interrupted write leaves the old file or none, never half of one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::wifi::{WifiNetwork, WIFI_FILE_NAME};
 use crate::{fat_dot_entries, Identity, IdentityError, IDENTITY_FILE_NAME};
 
 /// Folder on the boot partition that holds the identity.
 pub const BOOT_DIR: &str = "lookout";
-/// Temporary name of the identity while it is being written.
-const TEMP_NAME: &str = "identity.tmp";
 /// Sector size of the partition table in an image file.
 const SECTOR: u64 = 512;
-/// Largest identity file accepted when reading back (a real one is ~1.5 KiB).
-const MAX_IDENTITY_BYTES: u64 = 64 * 1024;
+/// Largest file read back from [`BOOT_DIR`] (a real identity is ~1.5 KiB).
+const MAX_BOOT_FILE_BYTES: u64 = 64 * 1024;
 /// MBR partition types that hold a FAT file system.
 const FAT_MBR_TYPES: [u8; 7] = [0x01, 0x04, 0x06, 0x0b, 0x0c, 0x0e, 0xef];
 
 /// Path of the identity inside the boot partition, as `mtools` spells it.
 pub fn identity_path_in_partition() -> String {
     format!("{BOOT_DIR}/{IDENTITY_FILE_NAME}")
+}
+
+/// Path of the Wi-Fi settings inside the boot partition.
+pub fn wifi_path_in_partition() -> String {
+    format!("{BOOT_DIR}/{WIFI_FILE_NAME}")
 }
 
 /// Which kind of partition table the image has.
@@ -97,8 +102,8 @@ pub enum ImageError {
     OutputIsInput(PathBuf),
     #[error("the FAT file system on partition {number} is damaged: {source}")]
     Fat { number: u32, source: io::Error },
-    #[error("read-back check failed: the image does not hold the identity just written")]
-    ReadBackMismatch,
+    #[error("read-back check failed: the image does not hold the {0} just written")]
+    ReadBackMismatch(&'static str),
 }
 
 /// What [`write_identity`] did.
@@ -107,6 +112,8 @@ pub struct WriteReport {
     pub image: PathBuf,
     pub partition: BootPartition,
     pub replaced: bool,
+    /// Wi-Fi settings were written (replacing any the image held).
+    pub wifi_written: bool,
 }
 
 /// An identity read from an image.
@@ -114,6 +121,8 @@ pub struct WriteReport {
 pub struct FoundIdentity {
     pub partition: BootPartition,
     pub identity: Identity,
+    /// The text of `lookout/wifi.conf`, if the image has one.
+    pub wifi_conf: Option<String>,
 }
 
 /// Options of [`write_identity`].
@@ -123,6 +132,9 @@ pub struct WriteOptions {
     pub out: Option<PathBuf>,
     /// Overwrite an identity the image already holds.
     pub replace: bool,
+    /// Wi-Fi settings to write beside the identity; they replace any the
+    /// image holds. `None` leaves the image's Wi-Fi settings as they are.
+    pub wifi: Option<WifiNetwork>,
 }
 
 /// Writes `identity` to the boot partition of `image` (see the module docs).
@@ -134,21 +146,27 @@ pub fn write_identity(
     let json = identity.to_json();
     // The text we write must be what we will read back.
     Identity::from_json(&json).map_err(ImageError::InvalidIdentity)?;
+    let wifi_conf = options.wifi.as_ref().map(WifiNetwork::to_wpa_supplicant_conf);
+    // Wi-Fi first: the identity is what marks an image as provisioned.
+    let mut files: Vec<BootFile<'_>> = Vec::new();
+    if let Some(conf) = &wifi_conf {
+        files.push(BootFile { name: WIFI_FILE_NAME, temp_name: "wifi.tmp", bytes: conf.as_bytes() });
+    }
+    files.push(BootFile { name: IDENTITY_FILE_NAME, temp_name: "identity.tmp", bytes: json.as_bytes() });
     check_regular_file(image)?;
 
     // Check everything on the input, read-only, before writing anything.
     let mut input = open(image, false)?;
-    let (partition, replaced) =
-        check_writable(image, &mut input, identity, json.len() as u64, options.replace)?;
+    let (partition, replaced) = check_writable(image, &mut input, identity, &files, options.replace)?;
     drop(input);
 
-    match &options.out {
+    let target = match &options.out {
         None => {
             let mut file = open(image, true)?;
-            write_into(&mut file, &partition, json.as_bytes())?;
+            write_into(&mut file, &partition, &files)?;
             file.sync_all().map_err(|source| io_error("sync", image, source))?;
-            read_back(image, identity)?;
-            Ok(WriteReport { image: image.to_owned(), partition, replaced })
+            read_back(image, identity, wifi_conf.as_deref())?;
+            image.to_owned()
         }
         Some(out) => {
             if is_same_file(image, out) {
@@ -156,14 +174,23 @@ pub fn write_identity(
             }
             let temp = TempOutput::copy_of(image, out)?;
             let mut file = open(&temp.path, true)?;
-            write_into(&mut file, &partition, json.as_bytes())?;
+            write_into(&mut file, &partition, &files)?;
             file.sync_all().map_err(|source| io_error("sync", &temp.path, source))?;
             drop(file);
-            read_back(&temp.path, identity)?;
+            read_back(&temp.path, identity, wifi_conf.as_deref())?;
             temp.commit()?;
-            Ok(WriteReport { image: out.clone(), partition, replaced })
+            out.clone()
         }
-    }
+    };
+    Ok(WriteReport { image: target, partition, replaced, wifi_written: wifi_conf.is_some() })
+}
+
+/// One file to put into [`BOOT_DIR`].
+struct BootFile<'a> {
+    name: &'static str,
+    /// Its name while it is being written (8.3, distinct per file).
+    temp_name: &'static str,
+    bytes: &'a [u8],
 }
 
 /// Reads and validates the identity on the boot partition of `image`.
@@ -175,7 +202,9 @@ pub fn read_identity(image: &Path) -> Result<FoundIdentity, ImageError> {
     let text = read_identity_text(&fs, &partition)?
         .ok_or_else(|| ImageError::NoIdentity { path: identity_path_in_partition() })?;
     let identity = Identity::from_json(&text).map_err(ImageError::InvalidIdentity)?;
-    Ok(FoundIdentity { partition, identity })
+    let wifi_conf = read_boot_file(&fs, &partition, WIFI_FILE_NAME)?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    Ok(FoundIdentity { partition, identity, wifi_conf })
 }
 
 /// Finds the boot partition: the first FAT partition of the MBR, or the
@@ -238,19 +267,32 @@ fn mount<'a>(file: &'a mut File, partition: &BootPartition) -> Result<Fat<'a>, I
         .map_err(|source| ImageError::Fat { number: partition.number, source })
 }
 
-/// The identity file's text, `None` if there is none.
-fn read_identity_text(fs: &Fat<'_>, partition: &BootPartition) -> Result<Option<String>, ImageError> {
+/// The first [`MAX_BOOT_FILE_BYTES`]` + 1` bytes of `name` in [`BOOT_DIR`],
+/// `None` if there is no such file.
+fn read_boot_file(
+    fs: &Fat<'_>,
+    partition: &BootPartition,
+    name: &str,
+) -> Result<Option<Vec<u8>>, ImageError> {
     let fat = |source| ImageError::Fat { number: partition.number, source };
-    let mut file = match fs.root_dir().open_file(&identity_path_in_partition()) {
+    let mut file = match fs.root_dir().open_file(&format!("{BOOT_DIR}/{name}")) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fat(e)),
     };
     let mut bytes = Vec::new();
-    (&mut file).take(MAX_IDENTITY_BYTES + 1).read_to_end(&mut bytes).map_err(fat)?;
-    if bytes.len() as u64 > MAX_IDENTITY_BYTES {
+    (&mut file).take(MAX_BOOT_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(fat)?;
+    Ok(Some(bytes))
+}
+
+/// The identity file's text, `None` if there is none.
+fn read_identity_text(fs: &Fat<'_>, partition: &BootPartition) -> Result<Option<String>, ImageError> {
+    let Some(bytes) = read_boot_file(fs, partition, IDENTITY_FILE_NAME)? else {
+        return Ok(None);
+    };
+    if bytes.len() as u64 > MAX_BOOT_FILE_BYTES {
         return Err(ImageError::InvalidIdentity(IdentityError::Syntax(format!(
-            "the file is larger than {MAX_IDENTITY_BYTES} bytes"
+            "the file is larger than {MAX_BOOT_FILE_BYTES} bytes"
         ))));
     }
     String::from_utf8(bytes)
@@ -264,7 +306,7 @@ fn check_writable(
     path: &Path,
     file: &mut File,
     identity: &Identity,
-    json_len: u64,
+    files: &[BootFile<'_>],
     replace: bool,
 ) -> Result<(BootPartition, bool), ImageError> {
     let partition = find_boot_partition(path, file)?;
@@ -293,8 +335,9 @@ fn check_writable(
         Err(e) if e.kind() == ErrorKind::NotFound => true,
         Err(e) => return Err(fat(e)),
     };
-    // The new file is written beside the old one before the rename.
-    let clusters = json_len.div_ceil(cluster) + u64::from(dir_missing);
+    // Each new file is written beside the old one before the rename.
+    let clusters =
+        files.iter().map(|f| (f.bytes.len() as u64).div_ceil(cluster)).sum::<u64>() + u64::from(dir_missing);
     let needed = clusters * cluster;
     let free = u64::from(stats.free_clusters()) * cluster;
     if needed > free {
@@ -309,22 +352,24 @@ fn same_identity(a: &Identity, b: &Identity) -> bool {
         && a.certificate_der() == b.certificate_der()
 }
 
-/// Writes the identity file: temporary name, then rename over the old one.
-fn write_into(file: &mut File, partition: &BootPartition, json: &[u8]) -> Result<(), ImageError> {
+/// Writes each file in order: temporary name, then rename over the old one.
+fn write_into(file: &mut File, partition: &BootPartition, files: &[BootFile<'_>]) -> Result<(), ImageError> {
     let fat = |source| ImageError::Fat { number: partition.number, source };
     create_boot_dir(file, partition)?;
     let fs = mount(file, partition)?;
     {
         let dir = fs.root_dir().open_dir(BOOT_DIR).map_err(fat)?;
-        remove_if_present(&dir, TEMP_NAME).map_err(fat)?;
-        {
-            let mut temp = dir.create_file(TEMP_NAME).map_err(fat)?;
-            temp.truncate().map_err(fat)?;
-            temp.write_all(json).map_err(fat)?;
-            temp.flush().map_err(fat)?;
+        for boot_file in files {
+            remove_if_present(&dir, boot_file.temp_name).map_err(fat)?;
+            {
+                let mut temp = dir.create_file(boot_file.temp_name).map_err(fat)?;
+                temp.truncate().map_err(fat)?;
+                temp.write_all(boot_file.bytes).map_err(fat)?;
+                temp.flush().map_err(fat)?;
+            }
+            remove_if_present(&dir, boot_file.name).map_err(fat)?;
+            dir.rename(boot_file.temp_name, &dir, boot_file.name).map_err(fat)?;
         }
-        remove_if_present(&dir, IDENTITY_FILE_NAME).map_err(fat)?;
-        dir.rename(TEMP_NAME, &dir, IDENTITY_FILE_NAME).map_err(fat)?;
     }
     fs.unmount().map_err(fat)
 }
@@ -357,13 +402,15 @@ fn remove_if_present<T: fatfs::ReadWriteSeek>(dir: &fatfs::Dir<'_, T>, name: &st
     }
 }
 
-fn read_back(image: &Path, identity: &Identity) -> Result<(), ImageError> {
+fn read_back(image: &Path, identity: &Identity, wifi_conf: Option<&str>) -> Result<(), ImageError> {
     let found = read_identity(image)?;
-    if same_identity(&found.identity, identity) {
-        Ok(())
-    } else {
-        Err(ImageError::ReadBackMismatch)
+    if !same_identity(&found.identity, identity) {
+        return Err(ImageError::ReadBackMismatch("identity"));
     }
+    if wifi_conf.is_some() && found.wifi_conf.as_deref() != wifi_conf {
+        return Err(ImageError::ReadBackMismatch("Wi-Fi settings"));
+    }
+    Ok(())
 }
 
 fn check_regular_file(path: &Path) -> Result<(), ImageError> {

@@ -14,6 +14,7 @@
 //! - [`batch`]: making identities and their labels, one folder per camera.
 //! - [`label`]: the printed label (QR code, name, secret, fingerprint) as SVG and PNG.
 //! - [`disk_image`]: writing an identity into an SD image's boot partition and reading it back.
+//! - [`wifi`]: Wi-Fi credentials and the `wpa_supplicant` file they become.
 //!
 //! The `lookout-provision` tool (`src/bin/lookout-provision.rs`) drives these.
 
@@ -33,6 +34,8 @@ pub mod label;
 pub mod secret;
 #[cfg(feature = "factory")]
 mod vector;
+#[cfg(feature = "factory")]
+pub mod wifi;
 
 pub use device_id::DeviceId;
 pub use identity::{Identity, IdentityError, FORMAT_VERSION, IDENTITY_FILE_NAME};

@@ -2,14 +2,16 @@
 //! printed labels, writes an identity into an SD-card image, and shows or
 //! verifies what was made. See `docs/provisioning.md` for the workflow.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use lookout_provisioning::batch::{self, MAX_COUNT};
 use lookout_provisioning::disk_image::{self, BootPartition, WriteOptions};
 use lookout_provisioning::label::{PNG_FILE_NAME, SVG_FILE_NAME};
+use lookout_provisioning::wifi::{Country, Passphrase, Security, Ssid, WifiNetwork, WifiSummary};
 use lookout_provisioning::{Identity, FORMAT_VERSION, IDENTITY_FILE_NAME};
 use time::format_description::well_known::Rfc3339;
 
@@ -43,7 +45,8 @@ enum Command {
         prefix: String,
     },
     /// Write an identity into the boot (FAT) partition of a Raspberry Pi SD
-    /// image, as lookout/identity.json. Everything is checked before the
+    /// image, as lookout/identity.json, and optionally the Wi-Fi network the
+    /// camera joins, as lookout/wifi.conf. Everything is checked before the
     /// image is changed; with --out the input image is never modified.
     WriteImage {
         /// The SD-card image (MBR or GPT partition table).
@@ -58,6 +61,8 @@ enum Command {
         /// Overwrite an identity the image already holds (its label stops working).
         #[arg(long)]
         replace: bool,
+        #[command(flatten)]
+        wifi: WifiArgs,
     },
     /// Show an identity's public facts: device ID, host name, certificate
     /// fingerprint. The room secret only with --reveal-secret.
@@ -80,6 +85,70 @@ enum Command {
     },
 }
 
+/// The Wi-Fi options of `write-image`. Without them the camera uses Ethernet
+/// only (and any Wi-Fi settings the image already holds stay as they are).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Wi-Fi (optional; Ethernet needs nothing)")]
+struct WifiArgs {
+    /// Name (SSID) of the Wi-Fi network the camera joins. Replaces any Wi-Fi
+    /// settings the image holds. Needs --wifi-country and either
+    /// --wifi-passphrase-file or --wifi-open.
+    #[arg(long, value_name = "SSID", requires = "wifi_country")]
+    wifi_ssid: Option<String>,
+    /// Two-letter country code where the camera is used (GB, US, DE, ...):
+    /// it selects the allowed radio channels.
+    #[arg(long, value_name = "CC", requires = "wifi_ssid")]
+    wifi_country: Option<String>,
+    /// File whose first line is the WPA2/WPA3 passphrase (8 to 63
+    /// characters), or - to read it from standard input. A file, not an
+    /// argument, so the passphrase stays out of process lists and shell history.
+    #[arg(long, value_name = "FILE", requires = "wifi_ssid", conflicts_with = "wifi_open")]
+    wifi_passphrase_file: Option<PathBuf>,
+    /// The network has no passphrase.
+    #[arg(long, requires = "wifi_ssid")]
+    wifi_open: bool,
+    /// The network does not broadcast its name.
+    #[arg(long, requires = "wifi_ssid")]
+    wifi_hidden: bool,
+}
+
+impl WifiArgs {
+    /// The network these options describe, checked; `None` without --wifi-ssid.
+    fn network(&self) -> anyhow::Result<Option<WifiNetwork>> {
+        let (Some(ssid), Some(country)) = (&self.wifi_ssid, &self.wifi_country) else {
+            return Ok(None);
+        };
+        let security = match (&self.wifi_passphrase_file, self.wifi_open) {
+            (Some(file), false) => Security::Personal(Passphrase::new(read_passphrase(file)?)?),
+            (None, true) => Security::Open,
+            _ => bail!(
+                "--wifi-ssid needs --wifi-passphrase-file FILE, or --wifi-open for a network without a passphrase"
+            ),
+        };
+        Ok(Some(WifiNetwork {
+            country: Country::parse(country)?,
+            ssid: Ssid::new(ssid.as_bytes())?,
+            security,
+            hidden: self.wifi_hidden,
+        }))
+    }
+}
+
+/// The first line of `file` (or of standard input for `-`), without its line end.
+fn read_passphrase(file: &Path) -> anyhow::Result<String> {
+    // Far more than a passphrase (63 characters); stops a wrong file early.
+    const LIMIT: u64 = 4096;
+    let mut text = String::new();
+    let read = if file == Path::new("-") {
+        std::io::stdin().take(LIMIT).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(file).and_then(|f| f.take(LIMIT).read_to_string(&mut text))
+    };
+    read.with_context(|| format!("cannot read the Wi-Fi passphrase from {}", file.display()))?;
+    let line = text.lines().next().unwrap_or("");
+    Ok(line.to_owned())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
@@ -94,7 +163,9 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::New { out, count, prefix } => new(&out, count as usize, &prefix),
-        Command::WriteImage { image, identity, out, replace } => write_image(&image, &identity, out, replace),
+        Command::WriteImage { image, identity, out, replace, wifi } => {
+            write_image(&image, &identity, out, replace, &wifi)
+        }
         Command::Show { identity, reveal_secret } => {
             let identity = load_identity(&identity)?;
             print!("{}", describe(&identity, reveal_secret));
@@ -124,9 +195,17 @@ fn new(out: &Path, count: usize, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_image(image: &Path, identity: &Path, out: Option<PathBuf>, replace: bool) -> anyhow::Result<()> {
+fn write_image(
+    image: &Path,
+    identity: &Path,
+    out: Option<PathBuf>,
+    replace: bool,
+    wifi: &WifiArgs,
+) -> anyhow::Result<()> {
     let identity = load_identity(identity)?;
-    let report = disk_image::write_identity(image, &identity, &WriteOptions { out, replace })
+    let wifi = wifi.network().context("invalid Wi-Fi settings")?;
+    let wifi_summary = wifi.as_ref().map(|w| WifiSummary::of(&w.to_wpa_supplicant_conf()));
+    let report = disk_image::write_identity(image, &identity, &WriteOptions { out, replace, wifi })
         .with_context(|| format!("cannot write the identity into {}", image.display()))?;
     println!(
         "wrote {path} for {id} to {part} of {img}{replaced}",
@@ -136,6 +215,9 @@ fn write_image(image: &Path, identity: &Path, out: Option<PathBuf>, replace: boo
         img = report.image.display(),
         replaced = if report.replaced { " (replaced the identity it held)" } else { "" },
     );
+    if let Some(summary) = wifi_summary {
+        println!("wrote {} (Wi-Fi: {summary})", disk_image::wifi_path_in_partition());
+    }
     Ok(())
 }
 
@@ -158,6 +240,10 @@ fn verify(image: &Path, expect: Option<&Path>) -> anyhow::Result<()> {
     }
     println!("{}: valid identity on {}", image.display(), describe_partition(&found.partition));
     print!("{}", describe(&found.identity, false));
+    match &found.wifi_conf {
+        Some(conf) => println!("Wi-Fi:               {}", WifiSummary::of(conf)),
+        None => println!("Wi-Fi:               none (Ethernet only)"),
+    }
     if expect.is_some() {
         println!("matches the expected identity");
     }

@@ -15,6 +15,20 @@ where
     Command::new(env!("CARGO_BIN_EXE_lookout-provision")).args(args).output().expect("lookout-provision runs")
 }
 
+/// Runs `lookout-provision` with `args`, writing `input` to its standard input.
+pub fn provision_with_input(args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout-provision"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lookout-provision runs");
+    child.stdin.take().expect("stdin is piped").write_all(input).expect("write to stdin");
+    child.wait_with_output().expect("lookout-provision ends")
+}
+
 /// Runs `lookout-provision`, which must succeed; returns its stdout.
 pub fn provision_ok<I, S>(args: I) -> String
 where
@@ -74,3 +88,5 @@ pub fn tool_status(package: &str, program: &str, args: &[&str]) -> Output {
 pub fn path_str(path: &Path) -> &str {
     path.to_str().expect("UTF-8 test path")
 }
+
+pub mod image;
