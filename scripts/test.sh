@@ -21,8 +21,8 @@ cargo fmt --all --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "build lookout for the Yocto checks"
-cargo build -p lookout --locked
+step "build lookout and lookout-provision for the Yocto checks"
+cargo build -p lookout -p lookout-provisioning --locked
 step "Yocto layer and systemd integration checks"
 bash scripts/yocto-checks.sh target/debug/lookout
 

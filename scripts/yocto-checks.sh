@@ -10,8 +10,12 @@
 #   4. systemd-analyze verify of every unit in the layer (lookout.service with
 #      ExecStart pointed at the given binary), and an offline exposure check
 #   5. the given lookout binary sends READY=1 and WATCHDOG=1 to NOTIFY_SOCKET
+#   6. first boot of a provisioned card: the paths and command lines of the
+#      wks and the units, played in namespaces (scripts/yocto/first-boot-test.py;
+#      needs root)
 #
 # Usage: bash scripts/yocto-checks.sh PATH/TO/lookout
+# (lookout-provision must be beside it: cargo build -p lookout -p lookout-provisioning)
 #
 # Installs what it needs, idempotently: Debian packages with apt-get (apt-get
 # update only when something is missing) and the Python tools pinned in
@@ -34,6 +38,9 @@ fi
 LOOKOUT_BIN="$(cd "$(dirname "$1")" 2>/dev/null && pwd)/$(basename "$1")" \
     || fail "no such directory for the lookout binary: $1"
 [ -f "$LOOKOUT_BIN" ] && [ -x "$LOOKOUT_BIN" ] || fail "not an executable file: $1"
+PROVISION_BIN="$(dirname "$LOOKOUT_BIN")/lookout-provision"
+[ -x "$PROVISION_BIN" ] \
+    || fail "no $PROVISION_BIN beside lookout; build both: cargo build -p lookout -p lookout-provisioning"
 
 # ---------------------------------------------------------------- setup
 SUDO=""
@@ -46,6 +53,8 @@ fi
 step "setup: host tools"
 command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 command -v git >/dev/null 2>&1 || apt_install git
+# For the first-boot test: images, namespaces, the service user, Wi-Fi.
+apt_install mtools dosfstools fdisk e2fsprogs util-linux iproute2 wpasupplicant
 command -v systemd-analyze >/dev/null 2>&1 || fail "systemd-analyze is still missing after installing systemd"
 python3 - <<'EOF' || fail "python3 >= 3.11 is required (tomllib)"
 import sys
@@ -70,18 +79,18 @@ fi
 "$VENV/bin/kas" --version
 
 # ---------------------------------------------------------------- checks
-step "1/5 oelint-adv --release wrynose over yocto-layer/ (suppressions: scripts/yocto/oelint-suppressions.ini)"
+step "1/6 oelint-adv --release wrynose over yocto-layer/ (suppressions: scripts/yocto/oelint-suppressions.ini)"
 "$VENV/bin/python" "$YOCTO_SCRIPTS/run-oelint.py" --oelint "$VENV/bin/oelint-adv" \
     || fail "oelint-adv found errors or warnings in yocto-layer/"
 
-step "2/5 lookout-crates.inc matches Cargo.lock (names, versions, sha256)"
+step "2/6 lookout-crates.inc matches Cargo.lock (names, versions, sha256)"
 python3 "$YOCTO_SCRIPTS/gen-crates-inc.py" --check \
     || fail "lookout-crates.inc is stale; run: python3 scripts/yocto/gen-crates-inc.py --write"
 
-step "3/5 kas files: schema, kas loader, pinned branches and quoted 40-hex commits"
+step "3/6 kas files: schema, kas loader, pinned branches and quoted 40-hex commits"
 "$VENV/bin/python" "$YOCTO_SCRIPTS/check-kas.py" || fail "kas configuration check failed"
 
-step "4/5 systemd-analyze verify of the layer's units (lookout.service runs $LOOKOUT_BIN)"
+step "4/6 systemd-analyze verify of the layer's units (lookout.service runs $LOOKOUT_BIN)"
 UNIT_DIR="$(mktemp -d)"
 cleanup() { rm -rf "$UNIT_DIR"; }
 trap cleanup EXIT
@@ -123,7 +132,12 @@ if ! out="$(cd "$UNIT_DIR" && systemd-analyze security --offline=yes --no-pager 
 fi
 printf '%s\n' "$out" | grep -i 'overall exposure' || fail "systemd-analyze security printed no exposure level"
 
-step "5/5 sd_notify: $LOOKOUT_BIN sends READY=1 and WATCHDOG=1 (scripts/yocto/notify-test.py)"
+step "5/6 sd_notify: $LOOKOUT_BIN sends READY=1 and WATCHDOG=1 (scripts/yocto/notify-test.py)"
 python3 "$YOCTO_SCRIPTS/notify-test.py" "$LOOKOUT_BIN" || fail "the notify/watchdog test failed"
 
-printf '\nyocto-checks: 5 passed, 0 failed\n'
+step "6/6 first boot of a provisioned card (scripts/yocto/first-boot-test.py)"
+# Root for the namespaces, bind mounts and the switch to the service user.
+$SUDO python3 "$YOCTO_SCRIPTS/first-boot-test.py" "$LOOKOUT_BIN" "$PROVISION_BIN" \
+    || fail "the first-boot test failed"
+
+printf '\nyocto-checks: 6 passed, 0 failed\n'
