@@ -231,13 +231,25 @@
       if (state === 'connected') {
         clearTimeout(session.timers.restart);
         clearTimeout(session.timers.giveUp);
-        if (session.phase !== 'playing') setPhase('connected', 'Connected, starting video…');
+        if (session.phase !== 'playing') {
+          setPhase('connected', 'Connected, starting video…');
+          // After an ICE restart the <video> never stopped "playing", so it fires no
+          // new 'playing' event: the next frame it shows is the sign of recovery.
+          whenFrameShown(pc, () => setPhase('playing', 'Live'));
+        }
       } else if (state === 'disconnected') {
         later('restart', ICE_RESTART_AFTER_MS, restartIce);
       } else if (state === 'failed') {
         restartIce();
       }
     };
+  }
+
+  function whenFrameShown(pc, then) {
+    if (!ui.video.srcObject || !('requestVideoFrameCallback' in ui.video)) return;
+    ui.video.requestVideoFrameCallback(() => {
+      if (session.pc === pc && session.phase === 'connected') then();
+    });
   }
 
   function restartIce() {
