@@ -12,7 +12,7 @@ step() { printf '\n==> %s\n' "$*"; }
 # nasm: openh264 builds its x86 SIMD code with it (about twice as fast).
 apt_install build-essential pkg-config nasm chromium iproute2 util-linux \
     zbar-tools librsvg2-bin mtools dosfstools fdisk e2fsprogs avahi-daemon avahi-utils dbus \
-    wpasupplicant nftables
+    wpasupplicant nftables curl
 command -v node >/dev/null || apt_install nodejs npm
 
 step "cargo fmt --check"

@@ -379,6 +379,43 @@
     start(secret);
   });
 
+  // ---- other cameras on the LAN ----------------------------------------------
+
+  // The camera lists the other Lookout cameras its mDNS sees; each link opens
+  // that camera's page, which asks for its own secret.
+  const NEARBY_REFRESH_MS = 30000;
+  const nearby = $('nearby');
+  const nearbyList = $('nearby-list');
+
+  async function refreshNearby() {
+    try {
+      const response = await fetch('/api/info', { cache: 'no-store' });
+      const info = await response.json();
+      showNearby(Array.isArray(info.cameras) ? info.cameras : []);
+    } catch (_) {
+      // A convenience only: the video does not depend on it.
+    }
+  }
+
+  function showNearby(cameras) {
+    const items = cameras
+      .filter((camera) => typeof camera.url === 'string' && camera.url.startsWith('https://'))
+      .map((camera) => {
+        const link = document.createElement('a');
+        link.href = camera.url;
+        link.textContent = String(camera.name);
+        link.title = `Certificate fingerprint ${camera.fingerprint}`;
+        const item = document.createElement('li');
+        item.append(link);
+        return item;
+      });
+    nearbyList.replaceChildren(...items);
+    nearby.hidden = items.length === 0;
+  }
+
+  refreshNearby();
+  setInterval(refreshNearby, NEARBY_REFRESH_MS);
+
   // ---- start ---------------------------------------------------------------
 
   const fromUrl = secretFromFragment();

@@ -71,6 +71,11 @@ impl App {
         self.server.local_addr()
     }
 
+    /// Where mDNS puts the other cameras it sees.
+    pub fn nearby(&self) -> crate::nearby::NearbyCameras {
+        self.server.nearby()
+    }
+
     pub fn redirect_addr(&self) -> Option<SocketAddr> {
         self.server.redirect_addr()
     }

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod logging;
 pub mod mdns;
 pub mod media;
+pub mod nearby;
 pub mod needs_provisioning;
 pub mod peer;
 pub mod sdnotify;

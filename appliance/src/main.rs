@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let server = App::start(&settings, &identity, origin).await.context("cannot start")?;
     let addr = server.local_addr().context("cannot read the bound address")?;
-    let _mdns = lookout::mdns::start_if_enabled(settings.mdns, &identity, addr.port());
+    let _mdns = lookout::mdns::start_if_enabled(settings.mdns, &identity, addr.port(), server.nearby());
     tracing::info!(
         %addr,
         redirect = ?server.redirect_addr(),

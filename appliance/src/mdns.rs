@@ -8,10 +8,13 @@
 //! `mdns-sd` does the protocol in its own thread. Its automatic address
 //! mode publishes every address of every interface (IPv4 and IPv6) except
 //! loopback, and follows changes (DHCP renewals, interfaces going up or
-//! down). See `docs/mdns.md`.
+//! down). The camera also browses `_https._tcp` for other Lookout cameras
+//! and keeps them in [`NearbyCameras`] for `/api/info`. See `docs/mdns.md`.
 
 use lookout_provisioning::Identity;
-use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceInfo};
+use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceEvent, ServiceInfo};
+
+use crate::nearby::{NearbyCamera, NearbyCameras};
 
 /// The DNS-SD service type the camera advertises.
 pub const SERVICE_TYPE: &str = "_https._tcp.local.";
@@ -37,8 +40,9 @@ pub fn txt_properties(identity: &Identity) -> Vec<(&'static str, String)> {
 }
 
 impl Mdns {
-    /// Starts answering for `lookout-<id>.local` and advertising the service on `port`.
-    pub fn advertise(identity: &Identity, port: u16) -> Result<Mdns, MdnsError> {
+    /// Starts answering for `lookout-<id>.local`, advertising the service on
+    /// `port`, and putting the other cameras it sees into `nearby`.
+    pub fn advertise(identity: &Identity, port: u16, nearby: NearbyCameras) -> Result<Mdns, MdnsError> {
         let daemon = ServiceDaemon::new()?;
         // Loopback addresses mean nothing to another machine.
         daemon.disable_interface(vec![IfKind::LoopbackV4, IfKind::LoopbackV6])?;
@@ -50,17 +54,51 @@ impl Mdns {
         log_events(&daemon)?;
         daemon.register(info)?;
         tracing::info!(host = %host, service = %fullname, port, "announcing over mDNS");
+        watch_nearby(&daemon, identity.device_id().to_string(), nearby)?;
         Ok(Mdns { daemon, fullname })
     }
 }
 
+/// Browses for other cameras from a small thread that ends with the daemon.
+fn watch_nearby(daemon: &ServiceDaemon, own_id: String, nearby: NearbyCameras) -> Result<(), MdnsError> {
+    let events = daemon.browse(SERVICE_TYPE)?;
+    let spawned = std::thread::Builder::new().name("mdns-browse".to_owned()).spawn(move || {
+        while let Ok(event) = events.recv() {
+            match event {
+                ServiceEvent::ServiceResolved(service) => {
+                    let id = service.txt_properties.get_property_val_str("id");
+                    let fingerprint = service.txt_properties.get_property_val_str("fp");
+                    match NearbyCamera::from_announcement(id, fingerprint, service.port) {
+                        Some(camera) if camera.device_id != own_id => {
+                            tracing::debug!(camera = %camera.device_id, url = %camera.url, "mDNS: another camera");
+                            nearby.insert(&service.fullname, camera);
+                        }
+                        _ => {}
+                    }
+                }
+                ServiceEvent::ServiceRemoved(_, fullname) => nearby.remove(&fullname),
+                _ => {}
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "mDNS: cannot start the thread that looks for other cameras");
+    }
+    Ok(())
+}
+
 /// Starts the announcement when `enabled`. A failure is logged, not fatal:
 /// the camera still works by address.
-pub fn start_if_enabled(enabled: bool, identity: &Identity, port: u16) -> Option<Mdns> {
+pub fn start_if_enabled(
+    enabled: bool,
+    identity: &Identity,
+    port: u16,
+    nearby: NearbyCameras,
+) -> Option<Mdns> {
     if !enabled {
         return None;
     }
-    match Mdns::advertise(identity, port) {
+    match Mdns::advertise(identity, port, nearby) {
         Ok(mdns) => Some(mdns),
         Err(e) => {
             tracing::warn!(error = %e, "cannot announce the camera over mDNS; it is reachable by address only");

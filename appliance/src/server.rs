@@ -16,6 +16,7 @@ use crate::http::{self, AppState, DeviceInfo};
 use crate::identity_store::IdentityOrigin;
 use crate::limits::ConnectionLimiter;
 use crate::media::pipeline::StatusHandle;
+use crate::nearby::NearbyCameras;
 use crate::settings::{RoomMode, Settings};
 use crate::signaling::{HubConfig, Relay, RoomPolicy};
 use crate::tls;
@@ -78,10 +79,21 @@ impl Server {
             redirect_listener,
             acceptor,
             limiter: ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_ip),
-            state: Arc::new(AppState { relay, info, connection: settings.connection, camera }),
+            state: Arc::new(AppState {
+                relay,
+                info,
+                connection: settings.connection,
+                camera,
+                nearby: NearbyCameras::default(),
+            }),
             handshake_timeout: settings.handshake_timeout,
             hostname: format!("{}.local", identity.hostname()),
         })
+    }
+
+    /// Where mDNS puts the other cameras it sees, for `/api/info`.
+    pub fn nearby(&self) -> NearbyCameras {
+        self.state.nearby.clone()
     }
 
     /// The HTTPS address actually bound (useful with port 0).

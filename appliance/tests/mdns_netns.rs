@@ -3,7 +3,9 @@
 //! only inside them): `lookout` runs in one, a real resolver (avahi-daemon
 //! with its own D-Bus, queried with `avahi-resolve` and `avahi-browse`) in
 //! the other. The camera's name must resolve to IPv4 and IPv6 addresses and
-//! its `_https._tcp` service must be found with its TXT record.
+//! its `_https._tcp` service must be found with its TXT record. A second
+//! test runs a camera in each namespace: each lists the other in
+//! `/api/info`, and forgets it when it stops.
 //!
 //! Needs root (CI runs as root) and the Debian packages iproute2, avahi-daemon,
 //! avahi-utils and dbus. Without them the test fails with a clear message; it
@@ -69,17 +71,23 @@ struct Lab {
     camera_if: String,
     resolver_if: String,
     lookout: Option<common::LookoutProcess>,
+    /// A second camera, in the other namespace.
+    neighbour: Option<common::LookoutProcess>,
 }
 
 impl Lab {
     fn new() -> Lab {
-        let tag = std::process::id() % 1_000_000;
+        // Unique per lab: the tests of this file run in parallel in one process.
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let lab_number = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10;
+        let tag = (std::process::id() % 100_000) * 10 + lab_number;
         let lab = Lab {
             camera_ns: format!("lookout-mdns-cam-{tag}"),
             resolver_ns: format!("lookout-mdns-res-{tag}"),
             camera_if: format!("lkmc{tag}"),
             resolver_if: format!("lkmr{tag}"),
             lookout: None,
+            neighbour: None,
         };
         let (a, b, va, vb) = (&lab.camera_ns, &lab.resolver_ns, &lab.camera_if, &lab.resolver_if);
         ip(&["netns", "add", a]);
@@ -123,17 +131,24 @@ impl Lab {
 
     /// Starts `lookout` in the camera namespace; waits until it announces itself.
     fn start_lookout(&mut self, state: &Path, boot: &Path) {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.camera_ns, env!("CARGO_BIN_EXE_lookout")])
-            .args(["--listen", &format!("[::]:{PORT}"), "--no-camera", "--log", "info"])
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--boot-identity-dir")
-            .arg(boot);
-        let lookout = common::LookoutProcess::spawn(command);
-        lookout.wait_for_line("announcing over mDNS");
-        self.lookout = Some(lookout);
+        self.lookout = Some(spawn_lookout(&self.camera_ns, state, boot));
+    }
+
+    /// Starts a second `lookout`, in the resolver namespace.
+    fn start_neighbour(&mut self, state: &Path, boot: &Path) {
+        self.neighbour = Some(spawn_lookout(&self.resolver_ns, state, boot));
+    }
+
+    /// `/api/info` of the camera in namespace `ns`, fetched from inside it.
+    fn api_info(&self, ns: &str) -> serde_json::Value {
+        let url = format!("https://127.0.0.1:{PORT}/api/info");
+        let output = run("ip", &["netns", "exec", ns, "curl", "-sk", "--max-time", "5", &url]);
+        assert!(
+            output.status.success(),
+            "curl {url} in {ns} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("/api/info is JSON")
     }
 
     /// Runs `script` with `sh` in the resolver namespace (in one mount
@@ -152,10 +167,26 @@ impl Lab {
     }
 }
 
+/// Starts `lookout` in namespace `ns`; waits until it announces itself.
+fn spawn_lookout(ns: &str, state: &Path, boot: &Path) -> common::LookoutProcess {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_lookout")])
+        .args(["--listen", &format!("[::]:{PORT}"), "--no-camera", "--log", "info"])
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--boot-identity-dir")
+        .arg(boot);
+    let lookout = common::LookoutProcess::spawn(command);
+    lookout.wait_for_line("announcing over mDNS");
+    lookout
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
-        // Dropping the process kills it (by PID).
+        // Dropping the processes kills them (by PID).
         drop(self.lookout.take());
+        drop(self.neighbour.take());
         for ns in [&self.camera_ns, &self.resolver_ns] {
             // Anything still running in our namespaces was started by this test.
             let pids = run("ip", &["netns", "pids", ns]);
@@ -284,4 +315,65 @@ fn the_camera_is_found_by_name_and_service_from_another_namespace() {
             assert!(txt.contains(&entry), "TXT lacks {entry}: {txt}\n{context}");
         }
     }
+}
+
+/// A boot folder holding a fresh identity; returns the identity.
+fn provisioned_boot(dir: &Path) -> Identity {
+    std::fs::create_dir_all(dir).unwrap();
+    let identity = Identity::generate(DeviceId::generate("").unwrap()).unwrap();
+    std::fs::write(dir.join(IDENTITY_FILE_NAME), identity.to_json()).unwrap();
+    identity
+}
+
+/// Polls `/api/info` of the camera in `ns` until `cameras` satisfies `done`.
+fn wait_for_cameras(
+    lab: &Lab,
+    ns: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = lab.api_info(ns);
+        let cameras = info["cameras"].as_array().cloned().unwrap_or_default();
+        if done(&cameras) {
+            return cameras;
+        }
+        assert!(Instant::now() < deadline, "cameras in {ns} never matched: {info}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn each_camera_lists_the_other_and_forgets_it_when_it_stops() {
+    require_root_and_tools();
+    let files = tempfile::tempdir().unwrap();
+    let first = provisioned_boot(&files.path().join("boot-1"));
+    let second = provisioned_boot(&files.path().join("boot-2"));
+
+    let mut lab = Lab::new();
+    lab.start_lookout(&files.path().join("state-1"), &files.path().join("boot-1"));
+    lab.start_neighbour(&files.path().join("state-2"), &files.path().join("boot-2"));
+
+    let expected = |identity: &Identity| {
+        serde_json::json!({
+            "device_id": identity.device_id().to_string(),
+            "name": format!("Lookout {}", identity.device_id()),
+            "url": format!("https://{}.local:{PORT}/", identity.hostname()),
+            "fingerprint": identity.certificate_fingerprint_short(),
+        })
+    };
+    let seen_by_first = wait_for_cameras(&lab, &lab.camera_ns, |cameras| !cameras.is_empty());
+    assert_eq!(seen_by_first, [expected(&second)], "the first camera lists the second, and not itself");
+    let seen_by_second = wait_for_cameras(&lab, &lab.resolver_ns, |cameras| !cameras.is_empty());
+    assert_eq!(seen_by_second, [expected(&first)], "the second camera lists the first, and not itself");
+    for info in [lab.api_info(&lab.camera_ns), lab.api_info(&lab.resolver_ns)] {
+        let text = info.to_string();
+        for identity in [&first, &second] {
+            assert!(!text.contains(&identity.room_secret().expose_hex()), "a secret in /api/info: {text}");
+        }
+    }
+
+    // A clean stop says goodbye over mDNS: the first camera forgets the second.
+    lab.neighbour.as_mut().expect("the second camera runs").terminate();
+    wait_for_cameras(&lab, &lab.camera_ns, |cameras| cameras.is_empty());
 }

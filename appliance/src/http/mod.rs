@@ -48,6 +48,8 @@ pub struct AppState {
     pub connection: ConnectionConfig,
     /// The camera's status, when the camera side runs.
     pub camera: Option<crate::media::pipeline::StatusHandle>,
+    /// Other cameras on the LAN (filled by mDNS when it runs).
+    pub nearby: crate::nearby::NearbyCameras,
 }
 
 /// The content security policy of every page: only our own scripts, styles
@@ -128,6 +130,7 @@ fn info(state: &AppState) -> Response<Body> {
         "identity": state.info.identity,
         "signaling": state.relay.stats(),
         "camera": state.camera.as_ref().map(|camera| camera.snapshot()),
+        "cameras": state.nearby.list(),
     });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     let headers = response.headers_mut();

@@ -13,12 +13,15 @@ cd "$(dirname "$0")"
 suffix=$$
 cam="lkcam$suffix"; view="lkview$suffix"
 state=$(mktemp -d)
+neighbour_state=$(mktemp -d)
 lookout_pid=""
+neighbour_pid=""
 cleanup() {
     [ -n "$lookout_pid" ] && kill "$lookout_pid" 2>/dev/null && wait "$lookout_pid" 2>/dev/null
+    [ -n "$neighbour_pid" ] && kill "$neighbour_pid" 2>/dev/null && wait "$neighbour_pid" 2>/dev/null
     ip netns del "$cam" 2>/dev/null || true
     ip netns del "$view" 2>/dev/null || true
-    rm -rf "$state"
+    rm -rf "$state" "$neighbour_state"
 }
 trap cleanup EXIT
 
@@ -47,8 +50,20 @@ for _ in $(seq 100); do
 done
 grep -q "serving HTTPS" "$state/lookout.log" || { echo "lan-test: FAIL: lookout did not start" >&2; cat "$state/lookout.log" >&2; exit 1; }
 
+# A second camera (no video) on the viewer's side of the link: the first one
+# must find it over mDNS and its page must link to it.
+ip netns exec "$view" "$LOOKOUT_BIN" --listen 10.99.0.2:8444 --state-dir "$neighbour_state" --no-camera \
+    > "$neighbour_state/lookout.log" 2>&1 &
+neighbour_pid=$!
+for _ in $(seq 150); do
+    grep -q "mDNS: another camera" "$state/lookout.log" 2>/dev/null && break
+    sleep 0.1
+done
+grep -q "mDNS: another camera" "$state/lookout.log" \
+    || { echo "lan-test: FAIL: the camera did not see the second one over mDNS" >&2; cat "$state/lookout.log" "$neighbour_state/lookout.log" >&2; exit 1; }
+
 status=0
-LAN_URL="https://10.99.0.1:8443/" LAN_STATE="$state" ip netns exec "$view" \
+LAN_URL="https://10.99.0.1:8443/" LAN_STATE="$state" LAN_NEIGHBOUR_STATE="$neighbour_state" ip netns exec "$view" \
     node --test --test-concurrency=1 lan.spec.mjs || status=$?
 if [ $status -ne 0 ]; then
     echo "lan-test: lookout's log:" >&2

@@ -28,6 +28,13 @@ test('a browser on the LAN with mDNS-hidden addresses gets live video at default
       return remote ? { address: remote.address, type: remote.candidateType } : null;
     });
     assert.deepEqual(pair, { address: '10.99.0.1', type: 'host' }, 'media flows over the LAN link to the camera\'s host candidate');
+
+    // The second camera on the LAN (started by lan-test.sh) is linked, by its mDNS name.
+    const neighbour = JSON.parse(readFileSync(join(process.env.LAN_NEIGHBOUR_STATE, 'identity.json'), 'utf8'));
+    await page.waitForSelector('#nearby:not([hidden]) a', { timeout: 10000 });
+    const links = await page.$$eval('#nearby a', (as) => as.map((a) => [a.textContent, a.getAttribute('href')]));
+    assert.deepEqual(links, [[`Lookout ${neighbour.device_id}`, `https://${neighbour.hostname}.local:8444/`]],
+      'the page links to the other camera and to no other');
     console.log('timeline', JSON.stringify(await page.evaluate(() => window.lookout.timeline)));
   } finally {
     await browser.close();
