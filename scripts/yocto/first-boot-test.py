@@ -205,6 +205,8 @@ def mount_at(mount_point, source):
     cover = parent
     while not cover.exists():
         cover = cover.parent
+    if cover == Path("/"):
+        raise Failure(f"no folder on this host to cover for {mount_point} (a tmpfs over / would hide everything)")
     run(["mount", "-t", "tmpfs", "-o", "mode=0755", "none", str(cover)])
     mount_point.mkdir(parents=True, exist_ok=True)
     if source is not None:
