@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tracing::level_filters::LevelFilter;
 use tracing::{Event, Metadata};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::filter::FilterExt;
@@ -99,17 +100,12 @@ impl FloodGuard {
     }
 
     /// Whether one more line from `callsite` may be written at `now`.
-    pub fn allow(&self, callsite: &str, now: Instant) -> bool {
+    pub fn allow(&self, callsite: impl Into<String>, now: Instant) -> bool {
         let Ok(mut windows) = self.windows.lock() else {
             // A panic while holding the lock must not silence logging.
             return true;
         };
-        if !windows.contains_key(callsite) {
-            windows.insert(callsite.to_owned(), (now, 0));
-        }
-        let Some((start, count)) = windows.get_mut(callsite) else {
-            return true;
-        };
+        let (start, count) = windows.entry(callsite.into()).or_insert((now, 0));
         if now.duration_since(*start) >= self.window {
             *start = now;
             *count = 0;
@@ -136,6 +132,14 @@ impl<S> Filter<S> for FloodFilter {
         true
     }
 
+    // The guard decides per event, never by level: it must pass the level
+    // filter's hint through. (Without a hint, `and` reports none, the `log`
+    // crate's maximum level becomes TRACE, and every `log::trace!` of the
+    // WebRTC crates reaches the subscriber before being dropped.)
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::TRACE)
+    }
+
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
         // The WebRTC crates log through the `log` crate: all their records
         // share one tracing call site, so tell them apart by file and line.
@@ -145,13 +149,14 @@ impl<S> Filter<S> for FloodFilter {
             return true;
         }
         let callsite = format!("{}:{}", meta.file().unwrap_or(meta.target()), meta.line().unwrap_or(0));
-        self.0.allow(&callsite, Instant::now())
+        self.0.allow(callsite, Instant::now())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracing_log::log::Level;
 
     #[test]
     fn each_call_site_gets_its_burst_per_window_and_the_rest_is_counted() {
@@ -184,6 +189,32 @@ mod tests {
         }
     }
 
+    /// A record as the `log` crate hands it to tracing, from `file:line`.
+    fn log_crate_record(level: Level, target: &str, file_line: &str, message: &str) {
+        let (file, line) = file_line.split_once(':').unwrap();
+        tracing_log::format_trace(
+            &tracing_log::log::Record::builder()
+                .level(level)
+                .target(target)
+                .file(Some(file))
+                .line(line.parse().ok())
+                .args(format_args!("{message}"))
+                .build(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn the_guard_keeps_the_level_filters_hint() {
+        let layer = output_layer(
+            filter("info").unwrap(),
+            Arc::new(FloodGuard::new(1, FLOOD_WINDOW)),
+            std::io::sink,
+            false,
+        );
+        assert_eq!(Layer::<tracing_subscriber::Registry>::max_level_hint(&layer), Some(LevelFilter::INFO));
+    }
+
     #[test]
     fn a_flooding_library_statement_is_cut_off_and_our_own_never_is() {
         let output = Output::default();
@@ -195,26 +226,13 @@ mod tests {
             for packet in 0..100 {
                 tracing::error!(target: "webrtc::peer_connection::driver", packet, "Failed to write packet");
                 // Through the `log` crate, as the WebRTC crates log: two statements.
-                tracing_log::format_trace(
-                    &tracing_log::log::Record::builder()
-                        .level(tracing_log::log::Level::Warn)
-                        .target("rtc_ice::agent")
-                        .file(Some("src/agent/mod.rs"))
-                        .line(Some(10))
-                        .args(format_args!("pingAllCandidates called with no candidate pairs"))
-                        .build(),
-                )
-                .unwrap();
-                tracing_log::format_trace(
-                    &tracing_log::log::Record::builder()
-                        .level(tracing_log::log::Level::Info)
-                        .target("rtc::peer_connection")
-                        .file(Some("src/peer_connection/mod.rs"))
-                        .line(Some(20))
-                        .args(format_args!("state changed"))
-                        .build(),
-                )
-                .unwrap();
+                log_crate_record(Level::Warn, "rtc_ice::agent", "src/agent/mod.rs:10", "pingAllCandidates");
+                log_crate_record(
+                    Level::Info,
+                    "rtc::peer_connection",
+                    "src/peer_connection/mod.rs:20",
+                    "state changed",
+                );
                 tracing::info!(target: "lookout::peer::session", packet, "viewer connection");
                 tracing::debug!(target: "webrtc::peer_connection::driver", packet, "below the level");
             }
