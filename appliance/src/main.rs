@@ -11,6 +11,11 @@ use lookout::settings::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(message) = cli.check() {
+        <Cli as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
+    }
     if let Err(e) = lookout::logging::init(&cli.log) {
         eprintln!("lookout: {e}");
         return ExitCode::from(2);

@@ -240,6 +240,19 @@ pub fn under_systemd() -> bool {
 }
 
 impl Cli {
+    /// Checks what clap cannot check one flag at a time; the message names
+    /// the flags to change.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.min_bitrate <= self.bitrate && self.bitrate <= self.max_bitrate) {
+            return Err(format!(
+                "the bitrates must satisfy --min-bitrate <= --bitrate <= --max-bitrate \
+                 (got {} <= {} <= {} kbit/s)",
+                self.min_bitrate, self.bitrate, self.max_bitrate
+            ));
+        }
+        Ok(())
+    }
+
     /// Resolves defaults that depend on the environment.
     pub fn settings(&self) -> Settings {
         let service = under_systemd();
@@ -404,6 +417,11 @@ mod tests {
         assert_eq!(media.format, CaptureFormat { width: 640, height: 480, fps: 15 });
         assert_eq!(media.encoder.fps, 15);
         assert!(Cli::parse_from(["lookout", "--no-camera"]).settings().media.is_none());
+        assert_eq!(Cli::parse_from(["lookout"]).check(), Ok(()));
+        for flags in [["--min-bitrate", "7000"], ["--bitrate", "9000"], ["--max-bitrate", "100"]] {
+            let err = Cli::parse_from(["lookout", flags[0], flags[1]]).check().unwrap_err();
+            assert!(err.contains("--min-bitrate <= --bitrate <= --max-bitrate"), "{err}");
+        }
         assert!(Cli::try_parse_from(["lookout", "--resolution", "641x480"]).is_err());
         assert!(Cli::try_parse_from(["lookout", "--resolution", "big"]).is_err());
     }
