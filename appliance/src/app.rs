@@ -37,7 +37,13 @@ impl App {
         identity: &Identity,
         origin: IdentityOrigin,
     ) -> Result<App, AppError> {
-        let pipeline = match &settings.media {
+        // The camera takes part only in its own room (appliance mode): a
+        // generic signaling server (--open-rooms) opens no camera at all.
+        let media_settings = settings
+            .media
+            .as_ref()
+            .filter(|_| matches!(settings.rooms, crate::settings::RoomMode::Appliance { .. }));
+        let pipeline = match media_settings {
             Some(media) => Some(
                 MediaPipeline::start(PipelineSettings {
                     source: media.source.clone(),
@@ -50,10 +56,8 @@ impl App {
         };
         let status = pipeline.as_ref().map(MediaPipeline::status_handle);
         let server = Server::bind(settings, identity, origin, status).await?;
-        let media = match (pipeline, &settings.media) {
-            (Some(pipeline), Some(media))
-                if matches!(settings.rooms, crate::settings::RoomMode::Appliance { .. }) =>
-            {
+        let media = match (pipeline, media_settings) {
+            (Some(pipeline), Some(media)) => {
                 let peer = CameraPeer::spawn(
                     server.relay(),
                     identity.room_secret().expose_hex(),
