@@ -13,7 +13,13 @@ step() { printf '\n==> %s\n' "$*"; }
 apt_install build-essential pkg-config nasm chromium iproute2 util-linux \
     zbar-tools librsvg2-bin mtools dosfstools fdisk e2fsprogs avahi-daemon avahi-utils dbus \
     wpasupplicant nftables curl
-command -v node >/dev/null || apt_install nodejs npm
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+# playwright-core (the browser tests) needs Node.js 20 or newer; Debian 12's own is 18.
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || {
+    echo "test.sh: Node.js $(node --version) is too old for the browser tests: install Node.js 20 or newer" >&2
+    exit 1
+}
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -21,8 +27,10 @@ cargo fmt --all --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "build lookout and lookout-provision for the Yocto checks"
-cargo build -p lookout -p lookout-provisioning --locked
+# Built once, as the tests build them: `cargo build` alone would resolve
+# other features (no dev-dependencies) and `cargo test` would rebuild both.
+step "build the tests, lookout and lookout-provision"
+cargo test --workspace --locked --no-run
 step "Yocto layer and systemd integration checks"
 bash scripts/yocto-checks.sh target/debug/lookout
 
@@ -30,7 +38,7 @@ step "cargo test"
 cargo test --workspace --locked
 
 step "browser end-to-end tests (Chromium, in a network namespace with only loopback)"
-# Built by `cargo test` above; the browser tests run the real binary.
+# Built above; the browser tests run the real binary.
 export LOOKOUT_BIN="$PWD/target/debug/lookout"
 [ -x "$LOOKOUT_BIN" ] || { echo "missing $LOOKOUT_BIN" >&2; exit 1; }
 (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
