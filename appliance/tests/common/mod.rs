@@ -306,6 +306,8 @@ pub struct LookoutProcess {
     pub child: std::process::Child,
     log: Arc<std::sync::Mutex<String>>,
     lines: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+    /// Collects standard error until the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl LookoutProcess {
@@ -322,14 +324,14 @@ impl LookoutProcess {
         let log = Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let collected = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
                 let plain = strip_ansi(&line);
                 collected.lock().expect("log lock").push_str(&format!("{plain}\n"));
                 let _ = tx.send(plain);
             }
         });
-        LookoutProcess { child, log, lines: std::sync::Mutex::new(rx) }
+        LookoutProcess { child, log, lines: std::sync::Mutex::new(rx), reader: Some(reader) }
     }
 
     /// Waits (up to 60 s) for a log line containing `marker` and returns it;
@@ -363,8 +365,8 @@ impl LookoutProcess {
         self.log.lock().expect("log lock").clone()
     }
 
-    /// Stops the process with SIGTERM (a clean shutdown), waits up to 10 s,
-    /// and returns its standard output.
+    /// Stops the process with SIGTERM (a clean shutdown), waits up to 10 s
+    /// and until its whole log is collected, and returns its standard output.
     pub fn terminate(&mut self) -> String {
         use std::io::Read;
         let pid = self.child.id().to_string();
@@ -377,6 +379,10 @@ impl LookoutProcess {
         let mut stdout = String::new();
         if let Some(mut out) = self.child.stdout.take() {
             let _ = out.read_to_string(&mut stdout);
+        }
+        // The last lines (the shutdown) are in the log only once the reader is done.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
         stdout
     }
