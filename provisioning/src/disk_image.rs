@@ -112,8 +112,8 @@ pub struct WriteReport {
     pub image: PathBuf,
     pub partition: BootPartition,
     pub replaced: bool,
-    /// Wi-Fi settings were written (replacing any the image held).
-    pub wifi_written: bool,
+    /// The Wi-Fi settings written (replacing any the image held), if any.
+    pub wifi_conf: Option<String>,
 }
 
 /// An identity read from an image.
@@ -182,7 +182,7 @@ pub fn write_identity(
             out.clone()
         }
     };
-    Ok(WriteReport { image: target, partition, replaced, wifi_written: wifi_conf.is_some() })
+    Ok(WriteReport { image: target, partition, replaced, wifi_conf })
 }
 
 /// One file to put into [`BOOT_DIR`].

@@ -204,7 +204,6 @@ fn write_image(
 ) -> anyhow::Result<()> {
     let identity = load_identity(identity)?;
     let wifi = wifi.network().context("invalid Wi-Fi settings")?;
-    let wifi_summary = wifi.as_ref().map(|w| WifiSummary::of(&w.to_wpa_supplicant_conf()));
     let report = disk_image::write_identity(image, &identity, &WriteOptions { out, replace, wifi })
         .with_context(|| format!("cannot write the identity into {}", image.display()))?;
     println!(
@@ -215,7 +214,7 @@ fn write_image(
         img = report.image.display(),
         replaced = if report.replaced { " (replaced the identity it held)" } else { "" },
     );
-    if let Some(summary) = wifi_summary {
+    if let Some(summary) = report.wifi_conf.as_deref().map(WifiSummary::of) {
         println!("wrote {} (Wi-Fi: {summary})", disk_image::wifi_path_in_partition());
     }
     Ok(())
