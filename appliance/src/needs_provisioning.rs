@@ -37,8 +37,10 @@ pub const STATE: &str = "needs-provisioning";
 /// Why the needs-provisioning server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NeedsProvisioningError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Bind(#[from] crate::server::ServerError),
+    #[error("cannot read the bound address: {0}")]
+    LocalAddr(std::io::Error),
     #[error("cannot make the throwaway certificate: {0}")]
     Certificate(String),
 }
@@ -62,17 +64,7 @@ impl NeedsProvisioning {
     /// Binds `settings.listen`; `reason` says what is wrong (it holds no secret:
     /// identity errors never quote the file's content).
     pub async fn bind(settings: &Settings, reason: &str) -> Result<Self, NeedsProvisioningError> {
-        let listener = match TcpListener::bind(settings.listen).await {
-            Ok(listener) => listener,
-            Err(e) if settings.listen.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
-                let v4 = SocketAddr::from(([0, 0, 0, 0], settings.listen.port()));
-                tracing::warn!(addr = %settings.listen, error = %e, fallback = %v4, "cannot listen on IPv6; using IPv4 only");
-                TcpListener::bind(v4)
-                    .await
-                    .map_err(|source| NeedsProvisioningError::Bind { addr: v4, source })?
-            }
-            Err(source) => return Err(NeedsProvisioningError::Bind { addr: settings.listen, source }),
-        };
+        let listener = crate::server::bind(settings.listen, "--listen").await?;
         // Throwaway: lives in memory for this run only, never written anywhere.
         let throwaway =
             DeviceId::generate("").map_err(|e| NeedsProvisioningError::Certificate(e.to_string())).and_then(
@@ -105,9 +97,7 @@ impl NeedsProvisioning {
     ) -> Result<(), NeedsProvisioningError> {
         let reason = problem.to_string();
         let server = NeedsProvisioning::bind(settings, &reason).await?;
-        let addr = server
-            .local_addr()
-            .map_err(|source| NeedsProvisioningError::Bind { addr: settings.listen, source })?;
+        let addr = server.local_addr().map_err(NeedsProvisioningError::LocalAddr)?;
         tracing::error!(%addr, state = STATE, reason = %reason, "no valid identity: serving only the needs-provisioning page");
         // Under systemd (Type=notify) the service is up: restarting would not
         // repair the file, and the page must stay reachable.

@@ -24,8 +24,9 @@ use crate::tls;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {addr}: {source} (is another lookout running? choose another address with --listen)")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    // `error`, not `source`: the message already says it, with what to do after it.
+    #[error("cannot listen on {addr}: {error} ({})", bind_hint(.error, .flag))]
+    Bind { addr: SocketAddr, flag: &'static str, error: std::io::Error },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }
@@ -49,9 +50,9 @@ impl Server {
         origin: IdentityOrigin,
         camera: Option<StatusHandle>,
     ) -> Result<Server, ServerError> {
-        let listener = bind(settings.listen).await?;
+        let listener = bind(settings.listen, "--listen").await?;
         let redirect_listener = match settings.http_redirect {
-            Some(addr) => Some(bind(addr).await?),
+            Some(addr) => Some(bind(addr, "--http-redirect").await?),
             None => None,
         };
         let acceptor = TlsAcceptor::from(tls::server_config(identity)?);
@@ -135,16 +136,35 @@ impl Server {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+/// Binds `addr`, the value of the command-line `flag`.
+pub(crate) async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, ServerError> {
     match TcpListener::bind(addr).await {
         Ok(listener) => Ok(listener),
         // A host without IPv6 cannot bind `[::]`: serve IPv4 rather than nothing.
         Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
             let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
             tracing::warn!(%addr, error = %e, fallback = %v4, "cannot listen on IPv6; using IPv4 only");
-            TcpListener::bind(v4).await.map_err(|source| ServerError::Bind { addr: v4, source })
+            TcpListener::bind(v4).await.map_err(|error| ServerError::Bind { addr: v4, flag, error })
         }
-        Err(source) => Err(ServerError::Bind { addr, source }),
+        Err(error) => Err(ServerError::Bind { addr, flag, error }),
+    }
+}
+
+/// What to do about a failed bind.
+fn bind_hint(error: &std::io::Error, flag: &str) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("is another lookout running? choose another port with {flag}")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!(
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE; or choose a port from 1024 with {flag}"
+            )
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("this machine has no such address; choose one of its own, or [::], with {flag}")
+        }
+        _ => format!("check {flag}"),
     }
 }
 
