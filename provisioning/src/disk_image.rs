@@ -80,9 +80,9 @@ pub enum ImageError {
     NotAFile(PathBuf),
     #[error("cannot {action} {path}: {source}")]
     Io { action: &'static str, path: PathBuf, source: io::Error },
-    #[error("{path} has no readable partition table: {reason}")]
+    #[error("{path} has no readable partition table: {reason} (is it an uncompressed SD-card image? unpack a .xz or .bz2 download first, e.g. xz -dk)")]
     NoPartitionTable { path: PathBuf, reason: String },
-    #[error("{path} has no FAT boot partition ({detail})")]
+    #[error("{path} has no FAT boot partition ({detail}); is it a Raspberry Pi SD-card image?")]
     NoFatPartition { path: PathBuf, detail: String },
     #[error("partition {number} ends at byte {end}, past the end of the image ({len} bytes); is the image truncated?")]
     PartitionOutsideImage { number: u32, end: u64, len: u64 },

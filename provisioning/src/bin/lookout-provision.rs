@@ -252,6 +252,12 @@ fn verify(image: &Path, expect: Option<&Path>) -> anyhow::Result<()> {
 /// Loads an identity from a folder (its identity.json) or a file.
 fn load_identity(path: &Path) -> anyhow::Result<Identity> {
     let file = if path.is_dir() { path.join(IDENTITY_FILE_NAME) } else { path.to_owned() };
+    if path.is_dir() && !file.exists() {
+        bail!(
+            "{} holds no {IDENTITY_FILE_NAME}: pass one camera's folder made by `new` (DIR/<id>), not the batch folder",
+            path.display()
+        );
+    }
     Identity::load(&file).with_context(|| format!("invalid identity {}", file.display()))
 }
 
