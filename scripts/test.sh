@@ -6,6 +6,25 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Slow stages a contributor may skip locally, by name:
+#   LOOKOUT_SKIP="browser lan libcamera bitbake aarch64" bash scripts/test.sh
+#   bash scripts/test.sh --quick        (skips every slow stage: the list above)
+# CI (CI=true) never skips: a green CI means every stage ran.
+SLOW_STAGES="browser lan libcamera bitbake aarch64"
+[ "${1:-}" = "--quick" ] && LOOKOUT_SKIP="$SLOW_STAGES"
+LOOKOUT_SKIP="${LOOKOUT_SKIP:-}"
+if [ -n "$LOOKOUT_SKIP" ] && [ "${CI:-}" = "true" ]; then
+    echo "test.sh: CI=true, so LOOKOUT_SKIP=\"$LOOKOUT_SKIP\" is ignored: every stage runs" >&2
+    LOOKOUT_SKIP=""
+fi
+# skip STAGE: true (and says so loudly) when the contributor asked to skip STAGE.
+skip() {
+    case " ${LOOKOUT_SKIP//,/ } " in
+    *" $1 "*) printf '\n==> SKIPPED stage "%s" (LOOKOUT_SKIP): not tested in this run\n' "$1"; return 0 ;;
+    esac
+    return 1
+}
+
 # shellcheck source=lib/apt.sh
 . scripts/lib/apt.sh
 
@@ -37,15 +56,22 @@ bash scripts/yocto-checks.sh target/debug/lookout
 step "cargo test"
 cargo test --workspace --locked
 
-step "browser end-to-end tests (Chromium, in a network namespace with only loopback)"
 # Built above; the browser tests run the real binary.
 export LOOKOUT_BIN="$PWD/target/debug/lookout"
 [ -x "$LOOKOUT_BIN" ] || { echo "missing $LOOKOUT_BIN" >&2; exit 1; }
-(cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 viewer.test.mjs'
+if ! skip browser; then
+    step "browser end-to-end tests (Chromium, in a network namespace with only loopback)"
+    (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 viewer.test.mjs'
+fi
 
-step "browser across a virtual LAN (two network namespaces, defaults, mDNS-hidden browser addresses)"
-bash appliance/tests/browser/lan-test.sh "$LOOKOUT_BIN"
+if ! skip lan; then
+    step "browser across a virtual LAN (two network namespaces, defaults, mDNS-hidden browser addresses)"
+    (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    bash appliance/tests/browser/lan-test.sh "$LOOKOUT_BIN"
+fi
 
-step "libcamera source against libcamera's virtual camera (builds libcamera 0.7 once)"
-bash scripts/libcamera-test.sh
+if ! skip libcamera; then
+    step "libcamera source against libcamera's virtual camera (builds libcamera 0.7 once)"
+    bash scripts/libcamera-test.sh
+fi
