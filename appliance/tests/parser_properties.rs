@@ -1,10 +1,14 @@
 //! Properties of message handling under arbitrary input: parsing never
-//! panics, and no sequence of events breaks the hub's invariants.
+//! panics, and no sequence of events breaks the hub's invariants. Every
+//! parser of request data is here: signaling messages, room and client IDs,
+//! the nesting of relayed payloads, and the `Host` header of the redirect.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use lookout::http::redirect::{host_without_port, redirect};
 use lookout::signaling::hub::Effect;
+use lookout::signaling::protocol::{nesting_depth, MAX_SIGNAL_DEPTH};
 use lookout::signaling::throttle::ThrottleConfig;
 use lookout::signaling::{ClientId, Hub, HubConfig, PeerMessage, RoomPolicy};
 use proptest::prelude::*;
@@ -61,6 +65,79 @@ proptest! {
             }
             other => prop_assert!(false, "unexpected {:?}", other),
         }
+    }
+}
+
+/// Strings that look like `Host` values, and some that almost do.
+fn authority() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[\\[\\]:0-9a-fA-F.%-]{0,12}",
+        "\\[[0-9a-f:]{0,10}\\]?(:[0-9+-]{0,6})?",
+        "[a-z0-9.-]{0,10}(:[0-9]{0,6})?",
+    ]
+}
+
+/// The value of a JSON document's deepest nesting, computed the slow way.
+fn depth_of(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(depth_of).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(depth_of).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5000))]
+
+    /// Any `Host` value: no panic; a host that comes out is the start of the
+    /// value and is a bracketed IPv6 address or a plain name.
+    #[test]
+    fn host_parsing_never_panics_and_returns_a_prefix(value in authority()) {
+        if let Some(host) = host_without_port(&value) {
+            prop_assert!(value.starts_with(host));
+            match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(v6) => prop_assert!(v6.parse::<std::net::Ipv6Addr>().is_ok(), "{}", host),
+                None => prop_assert!(!host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'), "{}", host),
+            }
+        }
+    }
+
+    /// Any header bytes hyper could hand over: the redirect answers 308 with
+    /// an https Location on the right port, never panics.
+    #[test]
+    fn redirect_answers_any_host_header(bytes in prop::collection::vec(any::<u8>(), 0..40), text in authority(), port in 1u16..) {
+        for candidate in [bytes.clone(), text.clone().into_bytes()] {
+            let Ok(value) = http::HeaderValue::from_bytes(&candidate) else { continue };
+            let request = http::Request::builder().uri("/x?y").header(http::header::HOST, value).body(()).unwrap();
+            let response = redirect(&request, port, "lookout-k7qd.local");
+            prop_assert_eq!(response.status(), http::StatusCode::PERMANENT_REDIRECT);
+            let location = response.headers()[http::header::LOCATION].to_str().unwrap().to_owned();
+            prop_assert!(location.starts_with("https://"), "{}", location);
+            prop_assert!(location.ends_with("/x?y"), "{}", location);
+        }
+    }
+
+    /// Room and client IDs: any text, no panic; what parses prints back the same, lowercase.
+    #[test]
+    fn ids_parse_or_refuse_any_text(text in prop_oneof![any::<String>(), "[0-9a-fA-F]{30,66}"]) {
+        if let Some(room) = lookout::signaling::RoomId::parse(&text) {
+            prop_assert_eq!(room.to_hex(), text.to_ascii_lowercase());
+        }
+        if let Some(client) = ClientId::parse(&text) {
+            prop_assert_eq!(client.to_string(), text.to_ascii_lowercase());
+        }
+    }
+
+    /// The linear depth count agrees with the recursive one on real JSON,
+    /// and a signal is relayed exactly when it is within the limit.
+    #[test]
+    fn nesting_depth_is_the_json_depth(value in json_value(), wrap in 0usize..40) {
+        let text = format!("{}{}{}", "[".repeat(wrap), value, "]".repeat(wrap));
+        let depth = depth_of(&value) + wrap;
+        prop_assert_eq!(nesting_depth(&text), depth);
+        let parsed = PeerMessage::parse(format!(r#"{{"type":"Signal","signal":{text}}}"#).as_bytes());
+        prop_assert_eq!(parsed.is_ok(), depth <= MAX_SIGNAL_DEPTH);
     }
 }
 
