@@ -244,3 +244,36 @@ async fn server_shutdown_closes_clients_with_going_away() {
     assert_eq!(error["code"], "shutting-down");
     assert!(matches!(client.next().await, Received::Closed(Some(1001))));
 }
+
+#[tokio::test]
+async fn fields_written_with_json_escapes_are_understood() {
+    let server = TestServer::start(|_| {}).await;
+    let mut client = server.client().await;
+    let escaped: String = server.secret_hex().chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    client.send_text(&format!(r#"{{"type":"\u004aoinOrCreate","room_id":"{escaped}"}}"#)).await;
+    assert_eq!(client.recv().await["type"], "Joined");
+}
+
+#[tokio::test]
+async fn a_deeply_nested_signal_is_refused_and_the_connection_goes_on() {
+    let server = TestServer::start(|s| s.rooms = RoomMode::Open { max_clients: 2 }).await;
+    let id = room("cd");
+    let mut a = server.client().await;
+    let mut b = server.client().await;
+    a.join(&id).await;
+    b.join(&id).await;
+    a.recv().await; // Room/Join b
+
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    a.send_text(&format!(r#"{{"type":"Signal","signal":{deep}}}"#)).await;
+    let error = a.recv().await;
+    assert_eq!(error["code"], "signal-too-deep", "{error}");
+    b.expect_silence(Duration::from_millis(300)).await;
+
+    // Within the limit (32), the same connection still relays.
+    let fine = format!("{}{}", "[".repeat(32), "]".repeat(32));
+    a.send_text(&format!(r#"{{"type":"Signal","signal":{fine}}}"#)).await;
+    let relayed = b.recv().await;
+    assert_eq!(relayed["type"], "Room/Signal");
+    assert_eq!(relayed["from"], a.id.as_str());
+}

@@ -4,7 +4,9 @@
 //! kind of bad input gets its own [`ErrorCode`]: broken JSON, a server
 //! message sent by a client, an unknown type, a missing or malformed field.
 //! Unknown extra fields are ignored, so the protocol can grow compatibly.
-//! The `signal` payload is kept as raw JSON and relayed byte for byte.
+//! The `signal` payload is kept as raw JSON and relayed byte for byte, once
+//! its nesting is known to be at most [`MAX_SIGNAL_DEPTH`] deep. String
+//! fields may use any JSON escape (`"\u0061"` is `"a"`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +21,12 @@ pub const PEER_MESSAGE_TYPES: [&str; 2] = ["JoinOrCreate", "Signal"];
 /// Types only the server sends; a client sending one breaks the protocol.
 pub const SERVER_MESSAGE_TYPES: [&str; 6] =
     ["Hello", "Joined", "Error", "Room/Join", "Room/Leave", "Room/Signal"];
+
+/// How deeply arrays and objects may nest in a relayed `signal` payload.
+/// Real offers, answers and candidates nest 2 or 3 deep; a deeper payload
+/// is refused with [`ErrorCode::SignalTooDeep`] so that no receiver's JSON
+/// parser meets 30,000 nested brackets.
+pub const MAX_SIGNAL_DEPTH: usize = 32;
 
 /// A message from a client.
 #[derive(Debug, Clone)]
@@ -100,6 +108,9 @@ pub enum ErrorCode {
     UnknownPeer,
     /// More messages than the rate limit allows.
     RateLimited,
+    /// A `signal` payload nested deeper than [`MAX_SIGNAL_DEPTH`]; it is not
+    /// relayed. Not fatal.
+    SignalTooDeep,
     /// A message over the size limit.
     MessageTooLarge,
     /// The client did not read its messages fast enough.
@@ -124,6 +135,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "the room is full",
             ErrorCode::UnknownPeer => "no client with that ID in this room",
             ErrorCode::RateLimited => "too many messages",
+            ErrorCode::SignalTooDeep => "the signal payload nests arrays and objects more than 32 deep",
             ErrorCode::MessageTooLarge => "message too large",
             ErrorCode::TooSlow => "the client does not read its messages",
             ErrorCode::ShuttingDown => "the server is shutting down",
@@ -134,7 +146,7 @@ impl ErrorCode {
     /// `None` for the errors after which the connection goes on.
     pub fn close_code(self) -> Option<u16> {
         match self {
-            ErrorCode::UnknownPeer => None,
+            ErrorCode::UnknownPeer | ErrorCode::SignalTooDeep => None,
             ErrorCode::InvalidJson => Some(1007),
             ErrorCode::MessageTooLarge => Some(1009),
             ErrorCode::TooManyAttempts | ErrorCode::RoomFull => Some(1013),
@@ -165,6 +177,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room-full",
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::SignalTooDeep => "signal-too-deep",
             ErrorCode::MessageTooLarge => "message-too-large",
             ErrorCode::TooSlow => "too-slow",
             ErrorCode::ShuttingDown => "shutting-down",
@@ -188,25 +201,57 @@ impl PeerMessage {
             }
             Err(_) => return Err(ErrorCode::InvalidJson),
         };
-        let kind: &str = field(&fields, "type")?.ok_or(ErrorCode::InvalidMessage)?;
-        match kind {
+        // Owned strings: a borrowed `&str` cannot hold a field written with escapes.
+        let kind: String = field(&fields, "type")?.ok_or(ErrorCode::InvalidMessage)?;
+        match kind.as_str() {
             "JoinOrCreate" => {
-                let room_id: &str = field(&fields, "room_id")?.ok_or(ErrorCode::InvalidMessage)?;
-                let room_id = RoomId::parse(room_id).ok_or(ErrorCode::InvalidRoomId)?;
+                let room_id: String = field(&fields, "room_id")?.ok_or(ErrorCode::InvalidMessage)?;
+                let room_id = RoomId::parse(&room_id).ok_or(ErrorCode::InvalidRoomId)?;
                 Ok(PeerMessage::JoinOrCreate { room_id })
             }
             "Signal" => {
                 let signal = fields.get("signal").ok_or(ErrorCode::InvalidMessage)?;
-                let to = match field::<Option<&str>>(&fields, "to")?.flatten() {
+                let to = match field::<Option<String>>(&fields, "to")?.flatten() {
                     None => None,
-                    Some(to) => Some(ClientId::parse(to).ok_or(ErrorCode::InvalidMessage)?),
+                    Some(to) => Some(ClientId::parse(&to).ok_or(ErrorCode::InvalidMessage)?),
                 };
+                if nesting_depth(signal.get()) > MAX_SIGNAL_DEPTH {
+                    return Err(ErrorCode::SignalTooDeep);
+                }
                 Ok(PeerMessage::Signal { signal: Arc::from((*signal).to_owned()), to })
             }
             other if SERVER_MESSAGE_TYPES.contains(&other) => Err(ErrorCode::ServerMessage),
             _ => Err(ErrorCode::UnknownType),
         }
     }
+}
+
+/// How deeply arrays and objects nest in `json` (valid JSON text): `1` is
+/// the first object's level, `0` a scalar. Linear, without recursion.
+pub fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Reads one field of the object: `Ok(None)` when absent, `InvalidMessage`
@@ -278,6 +323,34 @@ mod tests {
         for (input, code) in cases {
             assert_eq!(PeerMessage::parse(input.as_bytes()).err(), Some(*code), "input {input:?}");
         }
+    }
+
+    #[test]
+    fn fields_may_use_json_escapes() {
+        let escaped: String = ROOM.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+        let text = format!(r#"{{"type":"\u004aoinOrCreate","room_id":"{escaped}"}}"#);
+        match PeerMessage::parse(text.as_bytes()) {
+            Ok(PeerMessage::JoinOrCreate { room_id }) => assert_eq!(room_id.to_hex(), ROOM),
+            other => panic!("unexpected {other:?} for {text}"),
+        }
+        let text = r#"{"type":"Signal","signal":1,"to":"\u0030123456789abcdef0123456789abcdef"}"#;
+        assert!(matches!(PeerMessage::parse(text.as_bytes()), Ok(PeerMessage::Signal { to: Some(_), .. })));
+    }
+
+    #[test]
+    fn deep_signals_are_refused_and_the_limit_is_inclusive() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let signal = |payload: &str| format!(r#"{{"type":"Signal","signal":{payload}}}"#);
+        assert!(PeerMessage::parse(signal(&nested(MAX_SIGNAL_DEPTH)).as_bytes()).is_ok());
+        for depth in [MAX_SIGNAL_DEPTH + 1, 30_000] {
+            let err = PeerMessage::parse(signal(&nested(depth)).as_bytes()).err();
+            assert_eq!(err, Some(ErrorCode::SignalTooDeep), "depth {depth}");
+        }
+        assert_eq!(ErrorCode::SignalTooDeep.close_code(), None, "the connection goes on");
+        // Brackets inside strings do not count.
+        let stringy = format!(r#"{{"s":"{}\"[{{"}}"#, "[".repeat(100));
+        assert_eq!(nesting_depth(&stringy), 1);
+        assert_eq!(nesting_depth("7"), 0);
     }
 
     #[test]
