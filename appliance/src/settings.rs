@@ -11,6 +11,7 @@ use crate::limits::RateLimit;
 use crate::media::encoder::EncoderSettings;
 use crate::media::pipeline::SourceChoice;
 use crate::media::source::CaptureFormat;
+use crate::media::test_pattern::{MIN_HEIGHT, MIN_WIDTH};
 use crate::peer::engine::{IceServer, PeerSettings};
 use crate::signaling::connection::ConnectionConfig;
 use crate::signaling::throttle::ThrottleConfig;
@@ -250,6 +251,16 @@ impl Cli {
                 self.min_bitrate, self.bitrate, self.max_bitrate
             ));
         }
+        // `auto` falls back to the test pattern when there is no camera; a size
+        // it cannot draw would start a camera that never delivers a frame.
+        let (width, height) = self.resolution;
+        let may_use_test_pattern = matches!(self.camera, SourceChoice::Auto | SourceChoice::TestPattern);
+        if !self.no_camera && may_use_test_pattern && (width < MIN_WIDTH || height < MIN_HEIGHT) {
+            return Err(format!(
+                "--resolution {width}x{height} is too small: the test pattern (used by --camera test-pattern, \
+                 and by --camera auto when no camera is found) needs at least {MIN_WIDTH}x{MIN_HEIGHT}"
+            ));
+        }
         Ok(())
     }
 
@@ -423,6 +434,14 @@ mod tests {
             assert!(err.contains("--min-bitrate <= --bitrate <= --max-bitrate"), "{err}");
         }
         assert!(Cli::try_parse_from(["lookout", "--resolution", "641x480"]).is_err());
+        for camera in ["auto", "test-pattern"] {
+            let cli = Cli::parse_from(["lookout", "--camera", camera, "--resolution", "320x240"]);
+            assert!(cli.check().unwrap_err().contains("at least 576x64"), "--camera {camera}");
+        }
+        assert_eq!(Cli::parse_from(["lookout", "--resolution", "576x64"]).check(), Ok(()));
+        assert_eq!(Cli::parse_from(["lookout", "--no-camera", "--resolution", "320x240"]).check(), Ok(()));
+        let libcamera = Cli::parse_from(["lookout", "--camera", "libcamera", "--resolution", "320x240"]);
+        assert_eq!(libcamera.check(), Ok(()), "a real camera may have small modes");
         assert!(Cli::try_parse_from(["lookout", "--resolution", "big"]).is_err());
     }
 

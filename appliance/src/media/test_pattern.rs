@@ -26,6 +26,8 @@ pub const STRIP_ZERO: u8 = 16;
 
 /// Smallest frame the pattern supports (the strip is 576 px wide).
 pub const MIN_WIDTH: usize = STRIP_BITS * STRIP_BLOCK_WIDTH;
+/// Smallest frame height the pattern supports (the strip and one text line).
+pub const MIN_HEIGHT: usize = 64;
 
 const BAR_PERIOD: usize = 256;
 const BOX_SIZE: usize = 96;
@@ -44,9 +46,15 @@ pub struct TestPattern {
 impl TestPattern {
     pub fn new(format: CaptureFormat) -> Result<TestPattern, SourceError> {
         let CaptureFormat { width, height, fps } = format;
-        if width < MIN_WIDTH || height < 64 || width % 2 == 1 || height % 2 == 1 || fps == 0 || fps > 240 {
+        if width < MIN_WIDTH
+            || height < MIN_HEIGHT
+            || width % 2 == 1
+            || height % 2 == 1
+            || fps == 0
+            || fps > 240
+        {
             return Err(SourceError::Configuration(format!(
-                "the test pattern needs an even size of at least {MIN_WIDTH}x64 and 1 to 240 fps, got {width}x{height}@{fps}"
+                "the test pattern needs an even size of at least {MIN_WIDTH}x{MIN_HEIGHT} and 1 to 240 fps, got {width}x{height}@{fps}"
             )));
         }
         let bar_row =
