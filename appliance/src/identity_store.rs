@@ -12,7 +12,15 @@
 //! An identity file that exists but does not validate, in the state folder
 //! or on the boot partition, is an error ([`IdentityStoreError::Corrupt`])
 //! and is never replaced: a new secret would silently orphan the printed
-//! label. `lookout` then serves the needs-provisioning page instead.
+//! label. `lookout` then serves the needs-provisioning page instead. A file
+//! that exists but cannot be read (ownership, permissions) is not damaged:
+//! that is [`IdentityStoreError::Unreadable`], a fatal error saying so.
+//!
+//! Before anything else, temporary files of identity writes a crash
+//! interrupted are removed (they may hold a secret). The state folder's
+//! `identity.json` is kept at mode 0600: a looser mode is fixed, with a
+//! warning. Every secret found is registered with the log writer
+//! ([`crate::log_redaction::protect`]).
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +45,8 @@ pub enum IdentityStoreError {
     StateDir { path: PathBuf, source: std::io::Error },
     #[error("the identity file {path} is invalid ({source}); it is left as it is, because replacing it would invalidate the printed label. Restore it from the SD image's boot partition or reprovision the camera")]
     Corrupt { path: PathBuf, source: IdentityError },
+    #[error("cannot read the identity file {path}: {source}. The file is not damaged: fix its ownership or permissions (it must be readable by the user lookout runs as; mode 0600) and start again")]
+    Unreadable { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Identity(#[from] IdentityError),
 }
@@ -58,18 +68,24 @@ pub fn load(
     state_dir: &Path,
     boot_dir: Option<&Path>,
 ) -> Result<(Identity, IdentityOrigin), IdentityStoreError> {
+    let found = find(state_dir, boot_dir)?;
+    crate::log_redaction::protect(found.0.room_secret());
+    Ok(found)
+}
+
+fn find(state_dir: &Path, boot_dir: Option<&Path>) -> Result<(Identity, IdentityOrigin), IdentityStoreError> {
     let path = identity_path(state_dir);
-    if path.exists() {
-        let identity =
-            Identity::load(&path).map_err(|source| IdentityStoreError::Corrupt { path, source })?;
+    remove_interrupted_writes(&path);
+    if exists(&path)? {
+        keep_private(&path);
+        let identity = Identity::load(&path).map_err(|source| classify(path, source))?;
         if let Some(boot_dir) = boot_dir {
             warn_if_boot_copy_differs(&identity, &identity_path(boot_dir));
         }
         return Ok((identity, IdentityOrigin::State));
     }
     if let Some(boot_path) = boot_dir.map(identity_path).filter(|p| p.exists()) {
-        let identity = Identity::load(&boot_path)
-            .map_err(|source| IdentityStoreError::Corrupt { path: boot_path.clone(), source })?;
+        let identity = Identity::load(&boot_path).map_err(|source| classify(boot_path.clone(), source))?;
         import(&identity, state_dir, &path, &boot_path);
         return Ok((identity, IdentityOrigin::BootPartition));
     }
@@ -80,6 +96,64 @@ pub fn load(
     identity.save(&path)?;
     tracing::info!(path = %path.display(), device = %identity.device_id(), "created a development identity");
     Ok((identity, IdentityOrigin::CreatedForDevelopment))
+}
+
+/// Whether the identity file is there; a folder that cannot be searched is
+/// [`IdentityStoreError::Unreadable`], not "no identity yet".
+fn exists(path: &Path) -> Result<bool, IdentityStoreError> {
+    path.try_exists().map_err(|source| IdentityStoreError::Unreadable { path: path.to_owned(), source })
+}
+
+/// A file that cannot be read is a matter of permissions, not of content.
+fn classify(path: PathBuf, error: IdentityError) -> IdentityStoreError {
+    match error {
+        IdentityError::Read { source, .. } => IdentityStoreError::Unreadable { path, source },
+        source => IdentityStoreError::Corrupt { path, source },
+    }
+}
+
+/// Removes what a write killed halfway left (`.identity.json.tmp-<pid>`).
+/// Failing to is worth a warning, not a refusal to start.
+fn remove_interrupted_writes(path: &Path) {
+    match lookout_provisioning::atomic_file::remove_interrupted_writes(path) {
+        Ok(removed) if removed.is_empty() => {}
+        Ok(removed) => tracing::info!(
+            files = removed.len(),
+            folder = %path.parent().unwrap_or(path).display(),
+            "removed temporary files of identity writes a crash interrupted"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            folder = %path.parent().unwrap_or(path).display(),
+            "cannot remove temporary files of interrupted identity writes; they may hold a room secret"
+        ),
+    }
+}
+
+/// The identity holds the TLS key and the room secret: only its owner may
+/// read it. A looser mode (a copy by hand, a restored backup) is fixed.
+fn keep_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return; // Reading it will say what is wrong.
+    };
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Ok(()) => tracing::warn!(
+            path = %path.display(),
+            was = %format!("{mode:04o}"),
+            "the identity file was readable by others; its mode is now 0600"
+        ),
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            mode = %format!("{mode:04o}"),
+            error = %e,
+            "the identity file is readable by others and its mode cannot be changed to 0600; fix it by hand"
+        ),
+    }
 }
 
 /// Copies the factory identity into the state folder. A failure is logged,
@@ -111,12 +185,15 @@ fn warn_if_boot_copy_differs(identity: &Identity, boot_path: &Path) {
     match Identity::load(boot_path) {
         Ok(boot)
             if boot.device_id() == identity.device_id() && boot.room_secret() == identity.room_secret() => {}
-        Ok(boot) => tracing::warn!(
+        Ok(boot) => {
+            crate::log_redaction::protect(boot.room_secret());
+            tracing::warn!(
             boot = %boot_path.display(),
             boot_device = %boot.device_id(),
             device = %identity.device_id(),
             "the boot partition holds a different identity; the state folder's is used (remove it from the state folder to adopt the boot partition's)"
-        ),
+            )
+        }
         Err(e) => tracing::warn!(
             boot = %boot_path.display(),
             error = %e,
@@ -208,6 +285,40 @@ mod tests {
         let err = load(&state, Some(&boot)).unwrap_err();
         assert!(matches!(&err, IdentityStoreError::Corrupt { path, .. } if path.starts_with(&boot)), "{err}");
         assert!(!identity_path(&state).exists(), "no secret was made up");
+    }
+
+    #[test]
+    fn a_loose_mode_is_fixed_to_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = load_or_create(dir.path()).unwrap();
+        let path = identity_path(dir.path());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (again, origin) = load_or_create(dir.path()).unwrap();
+        assert_eq!(origin, IdentityOrigin::State);
+        assert_eq!(again.room_secret(), first.room_secret());
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_unreadable_identity_is_unreadable_not_corrupt() {
+        // Tests may run as root, which reads any file: a folder in the
+        // file's place fails to read the same way (an I/O error).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(identity_path(dir.path())).unwrap();
+        let err = load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(err, IdentityStoreError::Unreadable { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("ownership or permissions") && !text.contains("reprovision"), "{text}");
+    }
+
+    #[test]
+    fn interrupted_writes_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let leftover = dir.path().join(".identity.json.tmp-4194305");
+        std::fs::write(&leftover, b"{\"room_secret\": \"half\"").unwrap();
+        let (_, origin) = load_or_create(dir.path()).unwrap();
+        assert_eq!(origin, IdentityOrigin::CreatedForDevelopment);
+        assert!(!leftover.exists());
     }
 
     #[test]

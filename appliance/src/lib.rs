@@ -11,6 +11,7 @@
 //! - [`limits`]: connection caps and rate limits.
 //! - [`banner`]: what a person running `lookout` in a terminal sees.
 //! - [`logging`]: the tracing set-up.
+//! - [`log_redaction`]: the log writer that removes the room secret.
 //! - [`sdnotify`]: readiness and watchdog notifications to systemd.
 //! - [`app`]: everything assembled.
 //! - [`media`]: camera sources, encoder, fan-out, pipeline.
@@ -23,6 +24,7 @@ pub mod banner;
 pub mod http;
 pub mod identity_store;
 pub mod limits;
+pub mod log_redaction;
 pub mod logging;
 pub mod mdns;
 pub mod media;

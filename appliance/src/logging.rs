@@ -1,8 +1,12 @@
 //! Logging set-up: tracing to standard error, filtered.
 //!
-//! The WebSocket and TLS crates can log whole frames at their debug and
-//! trace levels, and a `JoinOrCreate` frame holds the room secret. Their
-//! levels are therefore capped at `info` whatever the filter asks for.
+//! The filter is tracing's `EnvFilter` syntax and means what it says: the
+//! first of `--log`, `LOOKOUT_LOG` and `RUST_LOG` that is set (else `info`).
+//! The WebSocket and TLS crates log whole frames at their debug and trace
+//! levels, and a `JoinOrCreate` frame holds the room secret: rather than
+//! trusting any filter to hide them, every line passes through the
+//! [`log_redaction`](crate::log_redaction) writer, which removes the secret
+//! in any case and encoding.
 //!
 //! The WebRTC stack logs some failures once per packet: with the network
 //! gone, every send fails and says so, hundreds of lines a second, on a
@@ -25,8 +29,7 @@ use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Crates whose verbose logs could carry message payloads.
-const PAYLOAD_LOGGING_CRATES: [&str; 5] = ["tungstenite", "tokio_tungstenite", "rustls", "hyper", "h2"];
+use crate::log_redaction::RedactingMakeWriter;
 
 /// How many lines one log statement of another crate may write per window.
 pub const FLOOD_BURST: u32 = 20;
@@ -35,13 +38,30 @@ pub const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 /// How often the number of dropped lines is reported (when it is not zero).
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 
-/// The filter actually used for a user-given `filter`.
+/// The filter for a user-given `filter` text.
 pub fn filter(filter: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
-    let mut directives = filter.to_owned();
-    for krate in PAYLOAD_LOGGING_CRATES {
-        directives.push_str(&format!(",{krate}=info"));
+    EnvFilter::try_new(filter)
+}
+
+/// Where the log filter came from, in order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterSource {
+    /// `--log` or `LOOKOUT_LOG` (clap reads both, the flag first).
+    Lookout,
+    /// `RUST_LOG`, when neither of the above is set.
+    RustLog,
+    /// Nothing set: `info`.
+    Default,
+}
+
+/// The filter text to use: `lookout_filter` (from `--log`/`LOOKOUT_LOG`),
+/// else `RUST_LOG` when it is set and not empty, else `info`.
+pub fn choose_filter(lookout_filter: Option<&str>, rust_log: Option<&str>) -> (String, FilterSource) {
+    match (lookout_filter, rust_log.filter(|v| !v.trim().is_empty())) {
+        (Some(filter), _) => (filter.to_owned(), FilterSource::Lookout),
+        (None, Some(filter)) => (filter.to_owned(), FilterSource::RustLog),
+        (None, None) => ("info".to_owned(), FilterSource::Default),
     }
-    EnvFilter::try_new(directives)
 }
 
 /// Installs the global subscriber, and the thread that reports dropped lines.
@@ -49,7 +69,8 @@ pub fn init(filter_text: &str) -> Result<(), String> {
     let filter = filter(filter_text).map_err(|e| format!("invalid log filter {filter_text:?}: {e}"))?;
     let guard = Arc::new(FloodGuard::new(FLOOD_BURST, FLOOD_WINDOW));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let layer = output_layer(filter, Arc::clone(&guard), std::io::stderr, ansi);
+    let writer = RedactingMakeWriter::new(std::io::stderr, &crate::log_redaction::SECRETS);
+    let layer = output_layer(filter, Arc::clone(&guard), writer, ansi);
     tracing_subscriber::registry().with(layer).try_init().map_err(|e| e.to_string())?;
     let reporter = std::thread::Builder::new().name("log-flood-report".into()).spawn(move || loop {
         std::thread::sleep(REPORT_EVERY);
@@ -202,6 +223,44 @@ mod tests {
                 .build(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn the_filter_comes_from_lookout_then_rust_log_then_info() {
+        assert_eq!(choose_filter(Some("debug"), Some("trace")), ("debug".to_owned(), FilterSource::Lookout));
+        assert_eq!(choose_filter(None, Some("trace")), ("trace".to_owned(), FilterSource::RustLog));
+        assert_eq!(choose_filter(None, Some(" ")), ("info".to_owned(), FilterSource::Default));
+        assert_eq!(choose_filter(None, None), ("info".to_owned(), FilterSource::Default));
+    }
+
+    #[test]
+    fn a_specific_directive_is_honoured_and_the_writer_still_redacts() {
+        let redactor: &'static crate::log_redaction::Redactor =
+            Box::leak(Box::new(crate::log_redaction::Redactor::new()));
+        let secret = lookout_provisioning::RoomSecret::from_bytes([0x5a; 32]);
+        redactor.add(&secret);
+        let output = Output::default();
+        let writer = output.clone();
+        let layer = output_layer(
+            filter("info,tungstenite::protocol=trace").unwrap(),
+            Arc::new(FloodGuard::new(FLOOD_BURST, FLOOD_WINDOW)),
+            crate::log_redaction::RedactingMakeWriter::new(move || writer.clone(), redactor),
+            false,
+        );
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let frame = format!(r#"{{"type": "JoinOrCreate", "room_id": "{}"}}"#, secret.expose_hex());
+            log_crate_record(
+                Level::Trace,
+                "tungstenite::protocol",
+                "src/protocol/mod.rs:1",
+                &format!("Received message {frame}"),
+            );
+        });
+        let text = String::from_utf8(output.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(r#"Received message {"type": "JoinOrCreate", "room_id": "<redacted>"}"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -16,10 +16,13 @@ fn main() -> ExitCode {
             .error(clap::error::ErrorKind::ArgumentConflict, message)
             .exit();
     }
-    if let Err(e) = lookout::logging::init(&cli.log) {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (log_filter, source) = lookout::logging::choose_filter(cli.log.as_deref(), rust_log.as_deref());
+    if let Err(e) = lookout::logging::init(&log_filter) {
         eprintln!("lookout: {e}");
         return ExitCode::from(2);
     }
+    tracing::debug!(filter = %log_filter, ?source, "log filter");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -231,8 +231,10 @@ pub struct Cli {
     pub no_mdns: bool,
 
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lookout=debug`.
-    #[arg(long, default_value = "info", env = "LOOKOUT_LOG", value_name = "FILTER")]
-    pub log: String,
+    /// Precedence: --log, then LOOKOUT_LOG, then RUST_LOG, then `info`. The
+    /// room secret is removed from the output whatever the filter.
+    #[arg(long, env = "LOOKOUT_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
 }
 
 /// True when systemd started us (it sets INVOCATION_ID for every unit).
