@@ -1,7 +1,8 @@
 //! Properties of message handling under arbitrary input: parsing never
 //! panics, and no sequence of events breaks the hub's invariants. Every
 //! parser of request data is here: signaling messages, room and client IDs,
-//! the nesting of relayed payloads, and the `Host` header of the redirect.
+//! the nesting of relayed payloads, the `Host` header of the redirect, and
+//! the viewer signals the camera reads.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -138,6 +139,37 @@ proptest! {
         prop_assert_eq!(nesting_depth(&text), depth);
         let parsed = PeerMessage::parse(format!(r#"{{"type":"Signal","signal":{text}}}"#).as_bytes());
         prop_assert_eq!(parsed.is_ok(), depth <= MAX_SIGNAL_DEPTH);
+    }
+}
+
+/// Signals as a viewer could send them to the camera: the browser's field
+/// names with arbitrary values, and arbitrary JSON.
+fn viewer_signal() -> impl Strategy<Value = serde_json::Value> {
+    let text = prop_oneof![
+        any::<String>(),
+        "(v=0|a=mid:[0-9a-z]{0,3}|candidate:[ -~]{0,30})(\\r?\\n[ -~]{0,20}){0,4}"
+    ];
+    prop_oneof![
+        json_value(),
+        ("offer|answer|pranswer|rollback|restart-ice|.{0,8}", text.clone())
+            .prop_map(|(kind, sdp)| serde_json::json!({"type": kind, "sdp": sdp})),
+        (text, json_value(), json_value())
+            .prop_map(|(candidate, mid, index)| serde_json::json!({"candidate": candidate, "sdpMid": mid, "sdpMLineIndex": index})),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// What a viewer relays to the camera: any signal is understood or
+    /// refused with an error, never a panic; any SDP text has a first mid or none.
+    #[test]
+    fn the_camera_parses_any_viewer_signal(signal in viewer_signal(), sdp in any::<String>()) {
+        let _ = lookout::peer::signal::ViewerSignal::parse(&signal);
+        if let Some(mid) = lookout::peer::signal::first_mid(&sdp) {
+            let line = format!("a=mid:{mid}");
+            prop_assert!(sdp.contains(&line), "{}", line);
+        }
     }
 }
 
