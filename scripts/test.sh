@@ -7,10 +7,10 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Slow stages a contributor may skip locally, by name:
-#   LOOKOUT_SKIP="browser lan libcamera bitbake aarch64" bash scripts/test.sh
+#   LOOKOUT_SKIP="browser lan libcamera bitbake aarch64 fuzz" bash scripts/test.sh
 #   bash scripts/test.sh --quick        (skips every slow stage: the list above)
 # CI (CI=true) never skips: a green CI means every stage ran.
-SLOW_STAGES="browser lan libcamera bitbake aarch64"
+SLOW_STAGES="browser lan libcamera bitbake aarch64 fuzz"
 [ "${1:-}" = "--quick" ] && LOOKOUT_SKIP="$SLOW_STAGES"
 LOOKOUT_SKIP="${LOOKOUT_SKIP:-}"
 if [ -n "$LOOKOUT_SKIP" ] && [ "${CI:-}" = "true" ]; then
@@ -55,6 +55,13 @@ bash scripts/yocto-checks.sh target/debug/lookout
 
 step "cargo test"
 cargo test --workspace --locked
+
+# The first build of the fuzz targets compiles the dependency tree once more
+# (release, instrumented); then 4 targets x 20 s.
+if ! skip fuzz; then
+    step "fuzz targets, 20 s each (signaling message, Host header, identity file, Wi-Fi file)"
+    bash scripts/fuzz.sh 20
+fi
 
 # Built above; the browser tests run the real binary.
 export LOOKOUT_BIN="$PWD/target/debug/lookout"
