@@ -134,7 +134,7 @@ fn remove_interrupted_writes(path: &Path) {
 /// read it. A looser mode (a copy by hand, a restored backup) is fixed.
 fn keep_private(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let Ok(metadata) = std::fs::metadata(path) else {
+    let Some(metadata) = std::fs::metadata(path).ok().filter(std::fs::Metadata::is_file) else {
         return; // Reading it will say what is wrong.
     };
     let mode = metadata.permissions().mode() & 0o777;
