@@ -124,3 +124,23 @@ async fn plain_http_only_redirects_to_https() {
     assert!(raw.to_lowercase().contains(&expected), "{raw}");
     assert!(!raw.contains("certificate_sha256"), "nothing is served over plain HTTP");
 }
+
+#[tokio::test]
+async fn odd_host_headers_at_the_redirect_get_the_cameras_own_name() {
+    let server = TestServer::start(|s| s.http_redirect = Some("127.0.0.1:0".parse().unwrap())).await;
+    // `Host: [` used to panic the redirect (a slice past the end).
+    for host in ["[", "[::1", "[::1]x", "[zz]:80", "a:b:c", "evil/host", ":80"] {
+        let mut tcp = TcpStream::connect(server.redirect_addr.unwrap()).await.unwrap();
+        let request = format!("GET /x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = String::new();
+        tcp.read_to_string(&mut raw).await.unwrap();
+        assert!(raw.starts_with("HTTP/1.1 308"), "Host: {host}\n{raw}");
+        let expected = format!(".local:{}/x", server.addr.port());
+        let location = raw.lines().find(|l| l.to_lowercase().starts_with("location:")).unwrap_or_default();
+        assert!(
+            location.contains("https://lookout-") && location.ends_with(&expected),
+            "Host: {host}\n{raw}"
+        );
+    }
+}
