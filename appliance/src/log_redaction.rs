@@ -16,9 +16,9 @@
 //!
 //! A leak is any 16 consecutive characters of the secret's hex text (64
 //! bits) or 8 consecutive bytes of the secret itself. A shorter fragment is
-//! let through: 32 bits say nothing useful about a 256-bit secret, and
-//! withholding every line with 8 matching hex digits would hide ordinary
-//! lines of the WebRTC stack's trace output.
+//! let through: at most 60 of the 256 bits leave the rest unguessable, and
+//! a lower threshold would withhold ordinary trace lines that happen to
+//! share a few hex digits with the secret.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
