@@ -46,7 +46,9 @@ impl NetEvent {
             NetEvent::ConnectionEvicted => "idle connections closed to make room",
             NetEvent::ForeignOrigin => "WebSocket upgrades refused (foreign Origin)",
             NetEvent::WrongSecret => "wrong room secrets",
-            NetEvent::ThrottledGuess => "wrong room secrets refused unread (back-off)",
+            NetEvent::ThrottledGuess => {
+                "wrong room secrets refused unread: too many wrong guesses (back-off)"
+            }
             NetEvent::ProtocolViolation => "signaling clients disconnected for a protocol or limit violation",
             NetEvent::JoinTimeout => "signaling clients closed for not joining in time",
         }

@@ -161,6 +161,11 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub handshake_timeout: Duration,
 
+    /// A signaling connection that has not joined a room this long after
+    /// connecting is closed (join-timeout).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub join_timeout: Duration,
+
     /// How often idle signaling connections are pinged.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub ping_interval: Duration,
@@ -292,6 +297,7 @@ impl Cli {
                 rate: RateLimit { burst: self.message_burst, per_second: self.message_rate },
                 ping_interval: self.ping_interval,
                 peer_timeout: self.peer_timeout,
+                join_timeout: self.join_timeout,
                 ..ConnectionConfig::default()
             },
             throttle: ThrottleConfig {

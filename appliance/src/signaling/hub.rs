@@ -225,7 +225,8 @@ impl Hub {
                     self.log.count(NetEvent::WrongSecret, ip);
                     return self.fail(id, ErrorCode::UnknownRoom);
                 }
-                self.throttle.record_success(ip);
+                // A right secret does not clear the source's record: its
+                // wrong guesses stay as suspicious as before.
                 let device_present = self.device.is_some_and(|d| d != id);
                 if self.device == Some(id) {
                     usize::MAX
