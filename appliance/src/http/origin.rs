@@ -3,10 +3,12 @@
 //! A browser sends `Origin` with every WebSocket handshake, and a page from
 //! anywhere may try to open one to the camera. Only the camera's own page is
 //! allowed: `Origin` must be `https://` plus exactly the authority the
-//! request was sent to (its `Host`), and that host must be one of the
-//! camera's names (`lookout-<id>.local`, `lookout-<id>`, `localhost`) or an
-//! IP address. The name list defeats DNS rebinding, where a foreign name is
-//! pointed at the camera so that the page's origin and `Host` agree.
+//! request was sent to (its `Host`), and that host must be an IP address,
+//! `localhost`, or one of the camera's names: `lookout-<id>.local`, or
+//! `lookout-<id>` with any domain a LAN's DNS gives it (`lookout-<id>.lan`,
+//! `lookout-<id>.fritz.box`). The name rule defeats DNS rebinding, where a
+//! foreign name is pointed at the camera so that the page's origin and `Host`
+//! agree: the attacker's name would have to start with the camera's own.
 //! A request without `Origin` comes from a program, not a web page, and is
 //! allowed (anyone on the LAN can run such a program anyway).
 
@@ -32,7 +34,12 @@ pub fn allowed(origin: Option<&[u8]>, host: Option<&[u8]>, names: &[String]) -> 
     }
     let name = from.0.trim_end_matches('.');
     let literal = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
-    literal.parse::<IpAddr>().is_ok() || names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    let first_label = name.split('.').next().unwrap_or(name);
+    literal.parse::<IpAddr>().is_ok()
+        || names.iter().any(|n| {
+            // `localhost.<anything>` is not this machine.
+            n.eq_ignore_ascii_case(name) || (n != "localhost" && n.eq_ignore_ascii_case(first_label))
+        })
 }
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -83,6 +90,7 @@ mod tests {
         assert!(check(Some("https://192.168.1.20:8443"), "192.168.1.20:8443"));
         assert!(check(Some("https://[fe80::1]"), "[fe80::1]:443"));
         assert!(check(Some("https://localhost:1234"), "localhost:1234"));
+        assert!(check(Some("https://lookout-k7qd.fritz.box"), "lookout-k7qd.fritz.box"), "a LAN's DNS name");
         assert!(check(None, "anything"), "programs send no Origin");
     }
 
@@ -90,6 +98,8 @@ mod tests {
     fn other_pages_may_not() {
         assert!(!check(Some("https://evil.example"), "lookout-k7qd.local"));
         assert!(!check(Some("https://evil.example"), "evil.example"), "DNS rebinding");
+        assert!(!check(Some("https://lookout-k7qe.example"), "lookout-k7qe.example"), "another name");
+        assert!(!check(Some("https://localhost.evil.example"), "localhost.evil.example"));
         assert!(!check(Some("http://lookout-k7qd.local"), "lookout-k7qd.local"), "plain http");
         assert!(!check(Some("https://lookout-k7qd.local:8443"), "lookout-k7qd.local:9443"), "another port");
         assert!(!check(Some("https://127.0.0.1:8000"), "127.0.0.1:8443"), "another local server");
