@@ -301,7 +301,8 @@ async fn silent_and_slow_connections_are_closed_by_their_deadline_on_both_ports(
         latest < Duration::from_millis(3500),
         "every connection closed by its deadline (2 s): {latest:?}"
     );
-    assert!(worst < Duration::from_secs(1), "/healthz answered within 1 s throughout: {worst:?}");
+    assert!(median < Duration::from_millis(100), "/healthz answered in under 100 ms: median {median:?}");
+    assert!(worst < Duration::from_millis(500), "/healthz answered within 500 ms throughout: {worst:?}");
     let log = camera.stop();
     assert!(log_lines(&log) < 60, "the log stays short ({} lines):\n{log}", log_lines(&log));
 }
@@ -345,6 +346,9 @@ async fn wrong_guesses_at_full_speed_never_stop_the_right_secret() {
         "FIGURE {guesses} wrong guesses from 249 addresses in 5 s: {} log lines in all",
         log_lines(&log)
     );
+    for line in log.lines().filter(|l| l.contains("in the last")) {
+        println!("  {line}");
+    }
     assert!(guesses > 249, "the guessers ran ({guesses})");
     assert!(log.contains("wrong room secrets from"), "wrong guesses are counted:\n{log}");
     assert!(log_lines(&log) < 60, "the log stays short ({} lines):\n{log}", log_lines(&log));
