@@ -136,7 +136,7 @@ impl NeedsProvisioning {
         }
         tracing::info!("shutting down");
         flusher.abort();
-        log.flush(crate::netlog::WINDOW);
+        log.flush();
     }
 }
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the counts are written.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -63,9 +63,17 @@ struct Tally {
 }
 
 /// The shared counter. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct NetworkLog {
     tally: Arc<Mutex<Tally>>,
+    /// When the counts were last written (or the log made).
+    last_flush: Arc<Mutex<Instant>>,
+}
+
+impl Default for NetworkLog {
+    fn default() -> Self {
+        NetworkLog { tally: Arc::default(), last_flush: Arc::new(Mutex::new(Instant::now())) }
+    }
 }
 
 impl std::fmt::Debug for NetworkLog {
@@ -125,8 +133,16 @@ impl NetworkLog {
         lines
     }
 
-    /// Writes the counts since the last call as WARN lines.
-    pub fn flush(&self, window: Duration) {
+    /// Writes the counts since the last call as WARN lines (the last one,
+    /// at shutdown, may cover less than a whole window).
+    pub fn flush(&self) {
+        let window = {
+            let mut last = self.last_flush.lock().unwrap_or_else(|p| p.into_inner());
+            let window = last.elapsed();
+            *last = Instant::now();
+            // Whole seconds, at least 1: "in the last 10 s".
+            Duration::from_secs(window.as_secs_f64().round().max(1.0) as u64)
+        };
         for line in self.take_lines(window) {
             tracing::warn!("{line}");
         }
@@ -139,7 +155,7 @@ impl NetworkLog {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + WINDOW, WINDOW);
             loop {
                 tick.tick().await;
-                log.flush(WINDOW);
+                log.flush();
             }
         })
     }

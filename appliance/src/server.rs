@@ -173,7 +173,7 @@ impl Server {
         // Give the connection tasks a moment to send their close frames.
         tokio::time::sleep(Duration::from_millis(200)).await;
         flusher.abort();
-        self.log.flush(crate::netlog::WINDOW);
+        self.log.flush();
     }
 }
 
