@@ -8,7 +8,10 @@
 //! - [`server`]: listeners, connection caps, TLS and HTTP plumbing.
 //! - [`http`]: routes, embedded assets, the redirect listener.
 //! - [`signaling`]: the room protocol (state machine, relay, WebSocket task).
-//! - [`limits`]: connection caps and rate limits.
+//! - [`limits`]: connection budgets (with eviction) and rate limits.
+//! - [`listener`]: the one accept path (cap, TLS deadline, HTTP deadline).
+//! - [`sources`]: how addresses are grouped for limits (address, /64).
+//! - [`netlog`]: network-triggered log lines, counted and written per 10 s.
 //! - [`banner`]: what a person running `lookout` in a terminal sees.
 //! - [`logging`]: the tracing set-up.
 //! - [`log_redaction`]: the log writer that removes the room secret.
@@ -24,15 +27,18 @@ pub mod banner;
 pub mod http;
 pub mod identity_store;
 pub mod limits;
+pub mod listener;
 pub mod log_redaction;
 pub mod logging;
 pub mod mdns;
 pub mod media;
 pub mod nearby;
 pub mod needs_provisioning;
+pub mod netlog;
 pub mod peer;
 pub mod sdnotify;
 pub mod server;
 pub mod settings;
 pub mod signaling;
+pub mod sources;
 pub mod tls;

@@ -22,13 +22,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use lookout_provisioning::{DeviceId, Identity};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::limits::ConnectionLimiter;
+use crate::limits::Budget;
+use crate::listener::{Handler, Listener};
+use crate::netlog::NetworkLog;
 use crate::settings::Settings;
 
 /// The state name `/healthz` and `/api/info` report.
@@ -49,7 +49,7 @@ pub enum NeedsProvisioningError {
 pub struct NeedsProvisioning {
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    limiter: ConnectionLimiter,
+    budget: Budget,
     handshake_timeout: Duration,
     page: Arc<Page>,
 }
@@ -80,7 +80,7 @@ impl NeedsProvisioning {
         Ok(NeedsProvisioning {
             listener,
             acceptor: TlsAcceptor::from(config),
-            limiter: ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_ip),
+            budget: Budget::new(settings.caps()),
             handshake_timeout: settings.handshake_timeout,
             page: Arc::new(Page {
                 html: Bytes::from(html_page(reason)),
@@ -115,45 +115,28 @@ impl NeedsProvisioning {
 
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let log = NetworkLog::new();
+        let flusher = log.spawn_flusher();
+        let page = self.page;
+        let handler: Handler = Arc::new(move |request, _peer| {
+            let response = respond(&request, &page);
+            Box::pin(async move { response })
+        });
+        let listener = Listener {
+            tcp: self.listener,
+            budget: self.budget,
+            tls: Some(self.acceptor),
+            deadline: self.handshake_timeout,
+            keep_alive: true,
+            log: log.clone(),
+        };
         tokio::select! {
-            () = self.accept_loop() => {}
+            () = listener.serve(handler) => {}
             () = shutdown => {}
         }
         tracing::info!("shutting down");
-    }
-
-    async fn accept_loop(&self) {
-        loop {
-            let (tcp, peer) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = self.limiter.try_acquire(peer.ip()) else {
-                continue; // dropping `tcp` closes it
-            };
-            let acceptor = self.acceptor.clone();
-            let page = self.page.clone();
-            let timeout = self.handshake_timeout;
-            tokio::spawn(async move {
-                let _permit = permit;
-                let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(tcp)).await else {
-                    return;
-                };
-                let service = service_fn(move |request| {
-                    let response = respond(&request, &page);
-                    async move { Ok::<_, std::convert::Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(timeout)
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
+        flusher.abort();
+        log.flush();
     }
 }
 

@@ -1,22 +1,26 @@
-//! The listening side: TCP accept, connection caps, TLS with a deadline,
-//! HTTP/1.1 via hyper, and the optional plain-HTTP redirect listener.
+//! The camera's servers: the HTTPS listener (page, `/healthz`, `/api/info`,
+//! `/signal`) and the optional plain-HTTP redirect listener, both on the
+//! shared accept path of [`crate::listener`], each with its own connection
+//! budget, plus the signaling budget for upgraded WebSockets.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use bytes::Bytes;
+use http_body_util::Full;
 use lookout_provisioning::Identity;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::http::{self, AppState, DeviceInfo};
 use crate::identity_store::IdentityOrigin;
-use crate::limits::ConnectionLimiter;
+use crate::limits::Budget;
+use crate::listener::{Handler, Listener};
 use crate::media::pipeline::StatusHandle;
 use crate::nearby::NearbyCameras;
+use crate::netlog::NetworkLog;
 use crate::settings::{RoomMode, Settings};
 use crate::signaling::{HubConfig, Relay, RoomPolicy};
 use crate::tls;
@@ -36,10 +40,12 @@ pub struct Server {
     listener: TcpListener,
     redirect_listener: Option<TcpListener>,
     acceptor: TlsAcceptor,
-    limiter: ConnectionLimiter,
+    http_budget: Budget,
+    redirect_budget: Budget,
     state: Arc<AppState>,
     handshake_timeout: Duration,
     hostname: String,
+    log: NetworkLog,
 }
 
 impl Server {
@@ -62,7 +68,13 @@ impl Server {
             }
             RoomMode::Open { max_clients } => RoomPolicy::Open { max_clients },
         };
-        let relay = Relay::new(HubConfig { policy, throttle: settings.throttle.clone() });
+        let log = NetworkLog::new();
+        let relay = Relay::new(HubConfig {
+            policy,
+            throttle: settings.throttle.clone(),
+            local_prefixes: crate::sources::LocalPrefixes::of_this_host(),
+            log: log.clone(),
+        });
         let info = DeviceInfo {
             name: format!("Lookout {}", identity.device_id()),
             device_id: identity.device_id().to_string(),
@@ -79,16 +91,25 @@ impl Server {
             listener,
             redirect_listener,
             acceptor,
-            limiter: ConnectionLimiter::new(settings.max_connections, settings.max_connections_per_ip),
+            http_budget: Budget::new(settings.caps()),
+            redirect_budget: Budget::new(settings.caps()),
             state: Arc::new(AppState {
                 relay,
                 info,
                 connection: settings.connection,
                 camera,
                 nearby: NearbyCameras::default(),
+                signaling: Budget::new(settings.caps()),
+                names: vec![
+                    format!("{}.local", identity.hostname()),
+                    identity.hostname().to_string(),
+                    "localhost".to_owned(),
+                ],
+                log: log.clone(),
             }),
             handshake_timeout: settings.handshake_timeout,
             hostname: format!("{}.local", identity.hostname()),
+            log,
         })
     }
 
@@ -116,24 +137,53 @@ impl Server {
     /// the server is going away.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let https_port = self.local_addr().map(|a| a.port()).unwrap_or(443);
-        if let Some(listener) = self.redirect_listener {
-            tokio::spawn(serve_redirects(
-                listener,
-                https_port,
-                self.hostname.clone(),
-                self.handshake_timeout,
-            ));
-        }
+        let flusher = self.log.spawn_flusher();
+        let redirect = self.redirect_listener.map(|tcp| {
+            let listener = Listener {
+                tcp,
+                budget: self.redirect_budget,
+                tls: None,
+                deadline: self.handshake_timeout,
+                keep_alive: false,
+                log: self.log.clone(),
+            };
+            tokio::spawn(listener.serve(redirect_handler(https_port, self.hostname.clone())))
+        });
         let relay = self.state.relay.clone();
+        let state = self.state;
+        let handler: Handler =
+            Arc::new(move |request, peer| Box::pin(http::handle(request, state.clone(), peer)));
+        let listener = Listener {
+            tcp: self.listener,
+            budget: self.http_budget,
+            tls: Some(self.acceptor),
+            deadline: self.handshake_timeout,
+            keep_alive: true,
+            log: self.log.clone(),
+        };
         tokio::select! {
-            () = accept_loop(self.listener, self.acceptor, self.limiter, self.state, self.handshake_timeout) => {}
+            () = listener.serve(handler) => {}
             () = shutdown => {}
         }
         tracing::info!("shutting down");
+        if let Some(redirect) = redirect {
+            redirect.abort();
+        }
         relay.shut_down();
         // Give the connection tasks a moment to send their close frames.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        flusher.abort();
+        self.log.flush();
     }
+}
+
+/// Answers every request on the plain-HTTP listener with a redirect to HTTPS.
+fn redirect_handler(https_port: u16, hostname: String) -> Handler {
+    Arc::new(move |request, _peer| {
+        let response =
+            http::redirect::redirect(&request, https_port, &hostname).map(|b| Full::new(Bytes::from(b)));
+        Box::pin(async move { response })
+    })
 }
 
 /// Binds `addr`, the value of the command-line `flag`.
@@ -165,90 +215,5 @@ fn bind_hint(error: &std::io::Error, flag: &str) -> String {
             format!("this machine has no such address; choose one of its own, or [::], with {flag}")
         }
         _ => format!("check {flag}"),
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    limiter: ConnectionLimiter,
-    state: Arc<AppState>,
-    handshake_timeout: Duration,
-) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let permit = match limiter.try_acquire(peer.ip()) {
-            Ok(permit) => Arc::new(permit),
-            Err(refusal) => {
-                tracing::warn!(peer = %peer, reason = %refusal, "connection refused");
-                continue; // dropping `tcp` closes it
-            }
-        };
-        let acceptor = acceptor.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            serve_connection(tcp, peer, acceptor, state, permit, handshake_timeout).await;
-        });
-    }
-}
-
-async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    acceptor: TlsAcceptor,
-    state: Arc<AppState>,
-    permit: Arc<crate::limits::ConnectionPermit>,
-    handshake_timeout: Duration,
-) {
-    let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    let service = service_fn(move |request| http::handle(request, state.clone(), peer, permit.clone()));
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(handshake_timeout)
-        .serve_connection(TokioIo::new(tls), service)
-        .with_upgrades();
-    if let Err(e) = connection.await {
-        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
-    }
-}
-
-async fn serve_redirects(listener: TcpListener, https_port: u16, hostname: String, timeout: Duration) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let hostname = hostname.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let response = http::redirect::redirect(&request, https_port, &hostname);
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
     }
 }

@@ -34,6 +34,8 @@ pub struct Settings {
     pub rooms: RoomMode,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Open connections from one IPv6 /64 (per budget).
+    pub max_connections_per_prefix: usize,
     pub handshake_timeout: Duration,
     pub connection: ConnectionConfig,
     pub throttle: ThrottleConfig,
@@ -68,6 +70,15 @@ impl MediaSettings {
 }
 
 impl Settings {
+    /// The caps of each connection budget.
+    pub fn caps(&self) -> crate::limits::Caps {
+        crate::limits::Caps {
+            total: self.max_connections,
+            per_address: self.max_connections_per_ip,
+            per_prefix: self.max_connections_per_prefix,
+        }
+    }
+
     /// Defaults for tests and embedding: listen on 127.0.0.1 with any port.
     pub fn for_tests(state_dir: PathBuf) -> Self {
         Settings {
@@ -77,6 +88,7 @@ impl Settings {
             rooms: RoomMode::Appliance { max_viewers: 4 },
             max_connections: 256,
             max_connections_per_ip: 16,
+            max_connections_per_prefix: 64,
             handshake_timeout: Duration::from_secs(10),
             connection: ConnectionConfig::default(),
             throttle: ThrottleConfig::default(),
@@ -121,13 +133,18 @@ pub struct Cli {
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub max_room_clients: usize,
 
-    /// Open connections in all.
+    /// Open connections in all, per budget (plain HTTP, signaling, redirect
+    /// each have their own). At the cap, idle ones make room for new ones.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_connections: usize,
 
-    /// Open connections from one address.
+    /// Open connections from one address, per budget.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_connections_per_ip: usize,
+
+    /// Open connections from one IPv6 /64, per budget.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_connections_per_prefix: usize,
 
     /// Messages a signaling client may send in a burst.
     #[arg(long, default_value_t = 100, value_name = "N")]
@@ -144,6 +161,11 @@ pub struct Cli {
     /// Deadline for the TLS handshake and the HTTP request (e.g. 10s, 500ms).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub handshake_timeout: Duration,
+
+    /// A signaling connection that has not joined a room this long after
+    /// connecting is closed (join-timeout).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub join_timeout: Duration,
 
     /// How often idle signaling connections are pinged.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -281,12 +303,14 @@ impl Cli {
             },
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
+            max_connections_per_prefix: self.max_connections_per_prefix,
             handshake_timeout: self.handshake_timeout,
             connection: ConnectionConfig {
                 max_message_bytes: self.max_message_bytes,
                 rate: RateLimit { burst: self.message_burst, per_second: self.message_rate },
                 ping_interval: self.ping_interval,
                 peer_timeout: self.peer_timeout,
+                join_timeout: self.join_timeout,
                 ..ConnectionConfig::default()
             },
             throttle: ThrottleConfig {

@@ -199,7 +199,10 @@ proptest! {
     fn hub_invariants_hold_under_random_events(events in prop::collection::vec(event(), 1..60), open in any::<bool>()) {
         let secret = lookout_provisioning::RoomSecret::from_bytes([0xab; 32]);
         let policy = if open { RoomPolicy::Open { max_clients: 2 } } else { RoomPolicy::Appliance { secret, max_viewers: 2 } };
-        let mut hub = Hub::new(HubConfig { policy, throttle: ThrottleConfig { base_delay: Duration::ZERO, ..Default::default() } });
+        let mut hub = Hub::new(HubConfig {
+            throttle: ThrottleConfig { base_delay: Duration::ZERO, ..Default::default() },
+            ..HubConfig::new(policy)
+        });
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let mut connected = std::collections::HashSet::new();
         let mut joined_count = std::collections::HashMap::<u8, usize>::new();

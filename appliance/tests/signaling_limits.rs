@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Received, TestServer, PROMPT};
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -69,10 +70,12 @@ async fn wrong_secrets_are_throttled_with_growing_back_off() {
     guesser.send(json!({"type": "JoinOrCreate", "room_id": wrong})).await;
     guesser.expect_fatal("unknown-room", 1008).await;
 
-    // During the back-off even the right secret is not looked at.
+    // During the back-off wrong guesses are not looked at...
     let mut hurried = server.client().await;
-    hurried.send(json!({"type": "JoinOrCreate", "room_id": server.secret_hex()})).await;
+    hurried.send(json!({"type": "JoinOrCreate", "room_id": common::room("01")})).await;
     hurried.expect_fatal("too-many-attempts", 1013).await;
+    // ...but the right secret joins at once.
+    still_serves(&server).await;
 
     // After 300 ms another wrong guess is judged, and doubles the wait.
     tokio::time::sleep(Duration::from_millis(350)).await;
@@ -81,7 +84,7 @@ async fn wrong_secrets_are_throttled_with_growing_back_off() {
     second.expect_fatal("unknown-room", 1008).await;
     tokio::time::sleep(Duration::from_millis(350)).await;
     let mut early = server.client().await;
-    early.send(json!({"type": "JoinOrCreate", "room_id": server.secret_hex()})).await;
+    early.send(json!({"type": "JoinOrCreate", "room_id": wrong})).await;
     early.expect_fatal("too-many-attempts", 1013).await;
 
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -113,14 +116,25 @@ async fn a_client_that_sends_no_http_request_after_tls_is_dropped() {
 }
 
 #[tokio::test]
-async fn connections_per_address_are_capped() {
+async fn at_the_per_address_cap_the_oldest_unjoined_connection_makes_room() {
+    let server = TestServer::start(|s| s.max_connections_per_ip = 3).await;
+    let mut oldest = server.client().await;
+    let _b = server.client().await;
+    let _c = server.client().await;
+    // A fourth connection from the same address gets in; the oldest idle one goes.
+    let _d = server.client().await;
+    assert!(matches!(oldest.next().await, Received::Closed(_)), "the oldest idle connection was closed");
+}
+
+#[tokio::test]
+async fn joined_viewers_are_never_evicted_and_the_cap_then_refuses() {
     let server = TestServer::start(|s| s.max_connections_per_ip = 3).await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(server.client().await);
+        held.push(server.joined_client().await);
     }
-    // The fourth connection is closed before the TLS handshake completes.
-    assert!(server.connect_ws().await.is_err(), "fourth connection refused");
+    assert!(server.connect_ws().await.is_err(), "fourth signaling connection refused (503)");
+    assert_eq!(server.request("GET", "/healthz", "").await.status, 200, "plain HTTP has its own budget");
     held.pop().unwrap().close().await;
     // A freed place is usable again (the server notices the close promptly).
     let deadline = Instant::now() + PROMPT;
@@ -131,20 +145,51 @@ async fn connections_per_address_are_capped() {
         assert!(Instant::now() < deadline, "the place was never freed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The joined viewers are all still there (they only heard of the others).
+    for client in &mut held {
+        while let Some(received) = client.next_within(Duration::from_millis(100)).await {
+            assert!(matches!(received, Received::Json(_)), "a joined viewer was closed: {received:?}");
+        }
+    }
 }
 
 #[tokio::test]
-async fn connections_in_total_are_capped() {
+async fn connections_in_total_are_capped_for_joined_viewers() {
     let server = TestServer::start(|s| {
         s.max_connections = 2;
         s.max_connections_per_ip = 10;
     })
     .await;
-    let _a = server.client().await;
-    let _b = server.client().await;
+    let _a = server.joined_client().await;
+    let _b = server.joined_client().await;
     assert!(server.connect_ws().await.is_err());
     let response = tokio::time::timeout(PROMPT, TcpStream::connect(server.addr)).await;
     assert!(response.is_ok(), "the listener itself stays up");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_join_is_closed_after_the_join_timeout() {
+    let server = TestServer::start(|s| s.connection.join_timeout = Duration::from_millis(400)).await;
+    let mut idle = server.client().await;
+    let started = Instant::now();
+    idle.expect_fatal("join-timeout", 1008).await;
+    assert!(started.elapsed() >= Duration::from_millis(300), "not before the timeout");
+    // A client that joined in time stays.
+    let mut viewer = server.joined_client().await;
+    viewer.expect_silence(Duration::from_millis(800)).await;
+}
+
+#[tokio::test]
+async fn pings_count_against_the_message_rate() {
+    let server =
+        TestServer::start(|s| s.connection.rate = lookout::limits::RateLimit { burst: 10, per_second: 1.0 })
+            .await;
+    let mut pinger = server.joined_client().await;
+    for _ in 0..30 {
+        let _ = pinger.ws.send(tokio_tungstenite::tungstenite::Message::Ping(Default::default())).await;
+    }
+    pinger.expect_fatal("rate-limited", 1008).await;
+    still_serves(&server).await;
 }
 
 #[tokio::test]

@@ -8,9 +8,12 @@
 //! | `/api/info` | GET, HEAD | JSON: device, version, fingerprint       |
 //! | `/signal`   | GET       | WebSocket upgrade (426 without one)      |
 //!
-//! Anything else is 404; a known path with another method is 405.
+//! Anything else is 404; a known path with another method is 405. An upgrade
+//! from a foreign `Origin` is 403 (see [`origin`]); one beyond the signaling
+//! connection budget, with nothing in it that may make room, is 503.
 
 pub mod assets;
+pub mod origin;
 pub mod redirect;
 
 use std::net::SocketAddr;
@@ -25,7 +28,8 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use crate::limits::ConnectionPermit;
+use crate::limits::Budget;
+use crate::netlog::{NetEvent, NetworkLog};
 use crate::signaling::connection::{self, ConnectionConfig};
 use crate::signaling::Relay;
 
@@ -50,6 +54,11 @@ pub struct AppState {
     pub camera: Option<crate::media::pipeline::StatusHandle>,
     /// Other cameras on the LAN (filled by mDNS when it runs).
     pub nearby: crate::nearby::NearbyCameras,
+    /// Upgraded WebSockets are counted here, apart from plain HTTP.
+    pub signaling: Budget,
+    /// The camera's host names, for the `Origin` check.
+    pub names: Vec<String>,
+    pub log: NetworkLog,
 }
 
 /// The content security policy of every page: only our own scripts, styles
@@ -60,18 +69,12 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
 
 type Body = Full<Bytes>;
 
-/// Answers one request. `permit` keeps the connection counted while a
-/// WebSocket upgraded from it lives on.
-pub async fn handle(
-    request: Request<Incoming>,
-    state: Arc<AppState>,
-    peer: SocketAddr,
-    permit: Arc<ConnectionPermit>,
-) -> Result<Response<Body>, std::convert::Infallible> {
+/// Answers one request.
+pub async fn handle(request: Request<Incoming>, state: Arc<AppState>, peer: SocketAddr) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let response = match path.as_str() {
-        "/signal" if method == Method::GET => upgrade(request, state, peer, permit),
+        "/signal" if method == Method::GET => upgrade(request, state, peer),
         "/signal" => method_not_allowed("GET"),
         "/healthz" => get_only(&method, || text(StatusCode::OK, "ok\n")),
         "/api/info" => get_only(&method, || info(&state)),
@@ -84,7 +87,7 @@ pub async fn handle(
     if method == Method::HEAD {
         *response.body_mut() = Full::new(Bytes::new());
     }
-    Ok(response)
+    response
 }
 
 fn get_only(method: &Method, respond: impl FnOnce() -> Response<Body>) -> Response<Body> {
@@ -148,12 +151,7 @@ fn add_security_headers(headers: &mut http::HeaderMap) {
 }
 
 /// Accepts a WebSocket upgrade and hands the socket to a connection task.
-fn upgrade(
-    request: Request<Incoming>,
-    state: Arc<AppState>,
-    peer: SocketAddr,
-    permit: Arc<ConnectionPermit>,
-) -> Response<Body> {
+fn upgrade(request: Request<Incoming>, state: Arc<AppState>, peer: SocketAddr) -> Response<Body> {
     let headers = request.headers();
     let has_token = |name: header::HeaderName, token: &str| {
         headers
@@ -172,6 +170,26 @@ fn upgrade(
         response.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return response;
     };
+    let origin = headers.get(header::ORIGIN).map(HeaderValue::as_bytes);
+    if !origin::allowed(origin, headers.get(header::HOST).map(HeaderValue::as_bytes), &state.names) {
+        state.log.count(NetEvent::ForeignOrigin, peer.ip());
+        return text(StatusCode::FORBIDDEN, "only the camera's own page may open /signal\n");
+    }
+    let permit = match state.signaling.try_acquire(peer.ip()) {
+        Ok((permit, admission)) => {
+            if let Some(ip) = admission.evicted {
+                state.log.count(NetEvent::ConnectionEvicted, ip);
+            }
+            permit
+        }
+        Err(_) => {
+            state.log.count(NetEvent::ConnectionRefused, peer.ip());
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many signaling connections; try again later\n",
+            );
+        }
+    };
     let accept = derive_accept_key(key.as_bytes());
     let websocket_config = state.connection.websocket_config();
     tokio::spawn(async move {
@@ -183,12 +201,17 @@ fn upgrade(
                     Some(websocket_config),
                 )
                 .await;
-                connection::run(socket, state.relay.clone(), peer.ip().to_canonical(), state.connection)
-                    .await;
+                let context = connection::Context {
+                    relay: state.relay.clone(),
+                    ip: peer.ip().to_canonical(),
+                    config: state.connection,
+                    permit,
+                    log: state.log.clone(),
+                };
+                connection::run(socket, context).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "WebSocket upgrade failed"),
         }
-        drop(permit);
     });
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

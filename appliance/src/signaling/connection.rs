@@ -5,6 +5,12 @@
 //! and keeps the connection alive with pings. Whatever ends the connection
 //! (close, reset, silence, a protocol breach), the relay hears of it once,
 //! so the room learns `Room/Leave` at once.
+//!
+//! Until the client has joined a room its connection is evictable (a newer
+//! connection may push it out at the cap, see [`crate::limits`]), and it is
+//! closed with `join-timeout` if it has not joined within
+//! [`ConnectionConfig::join_timeout`]. Every frame the client sends, pings
+//! included, takes a token from its rate limit.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -18,7 +24,8 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::protocol::{ErrorCode, ServerMessage};
 use super::relay::{Outbound, Relay};
-use crate::limits::RateLimit;
+use crate::limits::{ConnectionPermit, RateLimit};
+use crate::netlog::{NetEvent, NetworkLog};
 
 /// Settings of the WebSocket layer.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +39,8 @@ pub struct ConnectionConfig {
     pub peer_timeout: Duration,
     /// Longest a single write may take before the peer counts as gone.
     pub write_timeout: Duration,
+    /// A client that has not joined a room this long after connecting is closed.
+    pub join_timeout: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -42,17 +51,36 @@ impl Default for ConnectionConfig {
             ping_interval: Duration::from_secs(15),
             peer_timeout: Duration::from_secs(45),
             write_timeout: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(10),
         }
     }
 }
 
 impl ConnectionConfig {
-    /// tungstenite's limits for this configuration.
+    /// tungstenite's limits and buffers for this configuration. Its default
+    /// read buffer is 128 KiB per connection, allocated up front; signaling
+    /// messages are small, so a 4 KiB buffer (grown by tungstenite as a
+    /// message needs) keeps an idle connection cheap.
     pub fn websocket_config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_BYTES)
+            .write_buffer_size(0)
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes))
     }
+}
+
+/// tungstenite's read buffer per connection.
+pub const READ_BUFFER_BYTES: usize = 4096;
+
+/// What a connection task needs besides its socket.
+pub struct Context {
+    pub relay: Relay,
+    pub ip: IpAddr,
+    pub config: ConnectionConfig,
+    /// Its place in the signaling budget.
+    pub permit: ConnectionPermit,
+    pub log: NetworkLog,
 }
 
 /// Why a connection ended, for the log.
@@ -63,15 +91,21 @@ enum Ending {
     Silent,
     Error(ErrorCode),
     WriteFailed,
+    Evicted,
 }
 
 /// Runs one client's connection until it ends.
-pub async fn run<S>(socket: WebSocketStream<S>, relay: Relay, ip: IpAddr, config: ConnectionConfig)
+pub async fn run<S>(socket: WebSocketStream<S>, context: Context)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Context { relay, ip, config, permit, log } = context;
     let (client, mut outbox) = relay.connect(ip);
-    tracing::info!(%client, %ip, "signaling client connected");
+    tracing::debug!(%client, %ip, "signaling client connected");
+    let mut joined = false;
+    let join_deadline = tokio::time::sleep(config.join_timeout);
+    tokio::pin!(join_deadline);
+    let mut join_timed_out = false;
     let (mut sink, mut stream) = socket.split();
     let mut bucket = config.rate.bucket(Instant::now());
     let mut last_heard = Instant::now();
@@ -109,7 +143,14 @@ where
                     Some(Ok(Message::Binary(bytes))) => bytes,
                     Some(Ok(Message::Text(text))) => text.into(),
                     Some(Ok(Message::Close(_))) | None => break Ending::ClosedByPeer,
-                    Some(Ok(_)) => continue, // ping, pong: liveness only
+                    Some(Ok(_)) => {
+                        // Ping, pong: no payload for the relay, but they cost
+                        // work (a ping is answered) and count like messages.
+                        if !bucket.take(last_heard) {
+                            relay.fail(client, ErrorCode::RateLimited);
+                        }
+                        continue;
+                    }
                     Some(Err(tungstenite::Error::Capacity(_))) => {
                         relay.fail(client, ErrorCode::MessageTooLarge);
                         continue; // the relay queues the error and the close
@@ -121,7 +162,17 @@ where
                     continue;
                 }
                 relay.receive(client, &payload);
+                if !joined && relay.is_joined(client) {
+                    joined = true;
+                    permit.set_evictable(false);
+                    tracing::info!(%client, %ip, "signaling client joined");
+                }
             },
+            () = &mut join_deadline, if !joined && !join_timed_out => {
+                join_timed_out = true;
+                relay.fail(client, ErrorCode::JoinTimeout); // queues the error and the close
+            },
+            () = permit.evicted() => break Ending::Evicted,
             _ = ping.tick() => {
                 if last_heard.elapsed() >= config.peer_timeout {
                     break Ending::Silent;
@@ -133,11 +184,26 @@ where
         }
     };
     relay.disconnect(client);
+    // Lines for clients that joined (they hold the secret); the rest is
+    // network noise, counted in the network log or at debug level.
     match ending {
-        Ending::ClosedByPeer => tracing::info!(%client, "signaling client left"),
-        Ending::Error(code) => tracing::info!(%client, %code, "signaling client disconnected"),
-        Ending::Reset(error) => tracing::info!(%client, %error, "signaling connection lost"),
-        other => tracing::info!(%client, reason = ?other, "signaling connection lost"),
+        Ending::Error(ErrorCode::JoinTimeout) => log.count(NetEvent::JoinTimeout, ip),
+        // Wrong secrets are counted by the hub; shutdown is no one's fault.
+        Ending::Error(
+            ErrorCode::UnknownRoom
+            | ErrorCode::TooManyAttempts
+            | ErrorCode::ShuttingDown
+            | ErrorCode::RoomFull,
+        ) => {}
+        Ending::Error(_) => log.count(NetEvent::ProtocolViolation, ip),
+        _ => {}
+    }
+    match ending {
+        Ending::ClosedByPeer if joined => tracing::info!(%client, "signaling client left"),
+        Ending::Error(code) if joined => tracing::info!(%client, %code, "signaling client disconnected"),
+        Ending::Reset(error) if joined => tracing::info!(%client, %error, "signaling connection lost"),
+        other if joined => tracing::info!(%client, reason = ?other, "signaling connection lost"),
+        other => tracing::debug!(%client, reason = ?other, "signaling connection ended before joining"),
     }
 }
 

@@ -15,6 +15,8 @@ use lookout_provisioning::RoomSecret;
 use super::ids::{ClientId, RoomId};
 use super::protocol::{ErrorCode, PeerMessage, ServerMessage};
 use super::throttle::{GuessThrottle, ThrottleConfig};
+use crate::netlog::{NetEvent, NetworkLog};
+use crate::sources::LocalPrefixes;
 
 /// Which rooms exist and how many may be in them.
 #[derive(Debug, Clone)]
@@ -32,6 +34,22 @@ pub enum RoomPolicy {
 pub struct HubConfig {
     pub policy: RoomPolicy,
     pub throttle: ThrottleConfig,
+    /// The camera's own IPv6 prefixes (how wrong guesses are keyed).
+    pub local_prefixes: LocalPrefixes,
+    /// Where wrong secrets and protocol violations are counted.
+    pub log: NetworkLog,
+}
+
+impl HubConfig {
+    /// `policy` with the default throttle, no local prefixes and its own log.
+    pub fn new(policy: RoomPolicy) -> Self {
+        HubConfig {
+            policy,
+            throttle: ThrottleConfig::default(),
+            local_prefixes: LocalPrefixes::default(),
+            log: NetworkLog::new(),
+        }
+    }
 }
 
 /// What the caller must do after an event.
@@ -72,6 +90,7 @@ pub struct Hub {
     rooms: HashMap<RoomId, Room>,
     clients: HashMap<ClientId, Client>,
     throttle: GuessThrottle,
+    log: NetworkLog,
     /// The in-process camera client, which does not take a viewer's place.
     device: Option<ClientId>,
 }
@@ -86,7 +105,8 @@ impl Hub {
             policy: config.policy,
             rooms,
             clients: HashMap::new(),
-            throttle: GuessThrottle::new(config.throttle),
+            throttle: GuessThrottle::new(config.throttle, config.local_prefixes),
+            log: config.log,
             device: None,
         }
     }
@@ -194,16 +214,19 @@ impl Hub {
         };
         let capacity = match &self.policy {
             RoomPolicy::Appliance { secret, max_viewers } => {
-                if let Err(wait) = self.throttle.check(ip, now) {
-                    tracing::warn!(%ip, wait_ms = wait.as_millis() as u64, "room secret attempt refused: too many wrong guesses");
-                    return self.fail(id, ErrorCode::TooManyAttempts);
-                }
+                // The secret first: the right one joins at once, whatever
+                // the throttle holds against its address.
                 if !secret.matches(room_id.as_bytes()) {
-                    let (failures, delay) = self.throttle.record_failure(ip, now);
-                    tracing::warn!(%ip, failures, backoff_ms = delay.as_millis() as u64, "wrong room secret");
+                    if self.throttle.check(ip, now).is_err() {
+                        self.log.count(NetEvent::ThrottledGuess, ip);
+                        return self.fail(id, ErrorCode::TooManyAttempts);
+                    }
+                    self.throttle.record_failure(ip, now);
+                    self.log.count(NetEvent::WrongSecret, ip);
                     return self.fail(id, ErrorCode::UnknownRoom);
                 }
-                self.throttle.record_success(ip);
+                // A right secret does not clear the source's record: its
+                // wrong guesses stay as suspicious as before.
                 let device_present = self.device.is_some_and(|d| d != id);
                 if self.device == Some(id) {
                     usize::MAX
@@ -232,6 +255,11 @@ impl Hub {
                 .map(|to| Effect::Send { to, message: ServerMessage::RoomJoin { client_id: id } }),
         );
         effects
+    }
+
+    /// Whether `id` has joined a room.
+    pub fn is_joined(&self, id: ClientId) -> bool {
+        self.clients.get(&id).is_some_and(|c| matches!(c.state, ClientState::Joined(_)))
     }
 
     /// Number of connected clients.
@@ -268,14 +296,11 @@ mod tests {
     }
 
     fn appliance(max_viewers: usize) -> Hub {
-        Hub::new(HubConfig {
-            policy: RoomPolicy::Appliance { secret: secret(), max_viewers },
-            throttle: ThrottleConfig::default(),
-        })
+        Hub::new(HubConfig::new(RoomPolicy::Appliance { secret: secret(), max_viewers }))
     }
 
     fn open(max_clients: usize) -> Hub {
-        Hub::new(HubConfig { policy: RoomPolicy::Open { max_clients }, throttle: ThrottleConfig::default() })
+        Hub::new(HubConfig::new(RoomPolicy::Open { max_clients }))
     }
 
     fn id(n: u8) -> ClientId {
@@ -339,18 +364,19 @@ mod tests {
     }
 
     #[test]
-    fn wrong_secret_is_unknown_room_then_throttled() {
+    fn wrong_secret_is_unknown_room_then_throttled_but_the_right_one_joins_at_once() {
         let mut hub = appliance(4);
         let t0 = Instant::now();
         hub.connect(id(1), IP.parse().unwrap());
         let effects = hub.receive(id(1), &join_text(&"00".repeat(32)), t0);
         assert_eq!(disconnected(&effects), [(id(1), ErrorCode::UnknownRoom)]);
         hub.connect(id(2), IP.parse().unwrap());
-        let effects = hub.receive(id(2), &join_text(&good_room()), t0 + Duration::from_millis(100));
-        assert_eq!(disconnected(&effects), [(id(2), ErrorCode::TooManyAttempts)], "even a right guess waits");
+        let effects = hub.receive(id(2), &join_text(&"01".repeat(32)), t0 + Duration::from_millis(100));
+        assert_eq!(disconnected(&effects), [(id(2), ErrorCode::TooManyAttempts)], "wrong guesses wait");
         hub.connect(id(3), IP.parse().unwrap());
-        let effects = hub.receive(id(3), &join_text(&good_room()), t0 + Duration::from_secs(2));
-        assert!(disconnected(&effects).is_empty());
+        let effects = hub.receive(id(3), &join_text(&good_room()), t0 + Duration::from_millis(100));
+        assert!(disconnected(&effects).is_empty(), "the right secret never waits");
+        assert!(hub.is_joined(id(3)));
         assert_eq!(hub.client_count(), 1);
     }
 

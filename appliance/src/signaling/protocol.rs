@@ -117,6 +117,8 @@ pub enum ErrorCode {
     TooSlow,
     /// The server is shutting down.
     ShuttingDown,
+    /// No `JoinOrCreate` within the join timeout (10 s) of connecting.
+    JoinTimeout,
 }
 
 impl ErrorCode {
@@ -139,6 +141,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message too large",
             ErrorCode::TooSlow => "the client does not read its messages",
             ErrorCode::ShuttingDown => "the server is shutting down",
+            ErrorCode::JoinTimeout => "no JoinOrCreate in time after connecting",
         }
     }
 
@@ -159,7 +162,8 @@ impl ErrorCode {
             | ErrorCode::AlreadyJoined
             | ErrorCode::UnknownRoom
             | ErrorCode::RateLimited
-            | ErrorCode::TooSlow => Some(1008),
+            | ErrorCode::TooSlow
+            | ErrorCode::JoinTimeout => Some(1008),
         }
     }
 
@@ -181,6 +185,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => "message-too-large",
             ErrorCode::TooSlow => "too-slow",
             ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::JoinTimeout => "join-timeout",
         }
     }
 }
@@ -375,7 +380,12 @@ mod tests {
 
     #[test]
     fn error_code_names_match_serde() {
-        for code in [ErrorCode::InvalidJson, ErrorCode::TooManyAttempts, ErrorCode::UnknownPeer] {
+        for code in [
+            ErrorCode::InvalidJson,
+            ErrorCode::TooManyAttempts,
+            ErrorCode::UnknownPeer,
+            ErrorCode::JoinTimeout,
+        ] {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
         }
     }

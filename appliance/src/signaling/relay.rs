@@ -101,6 +101,11 @@ impl Relay {
         self.deliver(effects);
     }
 
+    /// Whether `client` has joined a room.
+    pub fn is_joined(&self, client: ClientId) -> bool {
+        self.lock().hub.is_joined(client)
+    }
+
     pub fn stats(&self) -> RelayStats {
         let state = self.lock();
         RelayStats {

@@ -1,14 +1,20 @@
 //! Back-off for wrong room secrets, per source.
 //!
-//! Each wrong guess from a source doubles the time it must wait before its
-//! next attempt is even looked at (1 s, 2 s, 4 s, ... up to a ceiling). A
-//! source that stays quiet for a while is forgotten. IPv6 sources are grouped
-//! by their /64, since one host can hold a whole /64. The table is bounded so
-//! that a flood from many addresses cannot grow it without limit.
+//! A 256-bit secret cannot be guessed, so the throttle exists only to bound
+//! the work and the log that wrong guesses cause; it never stands in the way
+//! of the right secret (the hub compares the secret first). Each wrong guess
+//! from a source doubles the time during which its further wrong guesses are
+//! refused unread (1 s, 2 s, 4 s, ... up to a ceiling). A source that stays
+//! quiet for a while is forgotten. Sources are keyed as [`crate::sources`]
+//! says: IPv4 by address, IPv6 by address on the camera's own prefixes and
+//! link-local, otherwise by /64. The table is bounded so that a flood from
+//! many addresses cannot grow it without limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use crate::sources::{LocalPrefixes, Source};
 
 /// Throttle settings.
 #[derive(Debug, Clone)]
@@ -34,26 +40,6 @@ impl Default for ThrottleConfig {
     }
 }
 
-/// Where guesses come from: an IPv4 address or an IPv6 /64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
-    V4([u8; 4]),
-    V6Prefix([u8; 8]),
-}
-
-impl From<IpAddr> for Source {
-    fn from(ip: IpAddr) -> Self {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => Source::V4(v4.octets()),
-            IpAddr::V6(v6) => {
-                let mut prefix = [0u8; 8];
-                prefix.copy_from_slice(&v6.octets()[..8]);
-                Source::V6Prefix(prefix)
-            }
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Record {
     failures: u32,
@@ -65,17 +51,18 @@ struct Record {
 #[derive(Debug)]
 pub struct GuessThrottle {
     config: ThrottleConfig,
+    local: LocalPrefixes,
     records: HashMap<Source, Record>,
 }
 
 impl GuessThrottle {
-    pub fn new(config: ThrottleConfig) -> Self {
-        GuessThrottle { config, records: HashMap::new() }
+    pub fn new(config: ThrottleConfig, local: LocalPrefixes) -> Self {
+        GuessThrottle { config, local, records: HashMap::new() }
     }
 
     /// `Err(wait)` while `ip` must still wait before its next guess counts.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        match self.records.get(&Source::from(ip)) {
+        match self.records.get(&self.local.source(ip)) {
             Some(record) if record.blocked_until > now => Err(record.blocked_until - now),
             _ => Ok(()),
         }
@@ -84,7 +71,7 @@ impl GuessThrottle {
     /// Records a wrong guess; returns how many wrong guesses in a row this
     /// source has made and how long it must now wait.
     pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> (u32, Duration) {
-        let source = Source::from(ip);
+        let source = self.local.source(ip);
         if !self.records.contains_key(&source) && self.records.len() >= self.config.capacity {
             self.forget_stale(now);
             if self.records.len() >= self.config.capacity {
@@ -116,7 +103,7 @@ impl GuessThrottle {
 
     /// A right guess clears the source's record.
     pub fn record_success(&mut self, ip: IpAddr) {
-        self.records.remove(&Source::from(ip));
+        self.records.remove(&self.local.source(ip));
     }
 
     /// Number of sources remembered.
@@ -144,11 +131,12 @@ mod tests {
 
     #[test]
     fn delay_doubles_up_to_the_ceiling() {
-        let mut throttle = GuessThrottle::new(ThrottleConfig {
+        let config = ThrottleConfig {
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(10),
             ..Default::default()
-        });
+        };
+        let mut throttle = GuessThrottle::new(config, LocalPrefixes::default());
         let t0 = Instant::now();
         let delays: Vec<_> =
             (0..6).map(|_| throttle.record_failure(ip("192.0.2.1"), t0).1.as_secs()).collect();
@@ -157,7 +145,7 @@ mod tests {
 
     #[test]
     fn blocks_until_the_delay_has_passed() {
-        let mut throttle = GuessThrottle::new(ThrottleConfig::default());
+        let mut throttle = GuessThrottle::new(ThrottleConfig::default(), LocalPrefixes::default());
         let t0 = Instant::now();
         assert!(throttle.check(ip("192.0.2.1"), t0).is_ok());
         throttle.record_failure(ip("192.0.2.1"), t0);
@@ -168,7 +156,7 @@ mod tests {
 
     #[test]
     fn ipv6_is_grouped_by_slash_64_and_mapped_v4_is_v4() {
-        let mut throttle = GuessThrottle::new(ThrottleConfig::default());
+        let mut throttle = GuessThrottle::new(ThrottleConfig::default(), LocalPrefixes::default());
         let t0 = Instant::now();
         throttle.record_failure(ip("2001:db8:1:2::1"), t0);
         assert!(throttle.check(ip("2001:db8:1:2:ffff::9"), t0).is_err());
@@ -178,9 +166,21 @@ mod tests {
     }
 
     #[test]
+    fn on_the_cameras_own_prefix_and_link_local_one_address_does_not_throttle_another() {
+        let local = LocalPrefixes::new(vec![("2001:db8:1::10".parse().unwrap(), 64)]);
+        let mut throttle = GuessThrottle::new(ThrottleConfig::default(), local);
+        let t0 = Instant::now();
+        throttle.record_failure(ip("2001:db8:1::2"), t0);
+        throttle.record_failure(ip("fe80::2"), t0);
+        assert!(throttle.check(ip("2001:db8:1::2"), t0).is_err());
+        assert!(throttle.check(ip("2001:db8:1::3"), t0).is_ok());
+        assert!(throttle.check(ip("fe80::3"), t0).is_ok());
+    }
+
+    #[test]
     fn quiet_sources_start_again_and_success_clears() {
         let config = ThrottleConfig { forget_after: Duration::from_secs(60), ..Default::default() };
-        let mut throttle = GuessThrottle::new(config);
+        let mut throttle = GuessThrottle::new(config, LocalPrefixes::default());
         let t0 = Instant::now();
         for _ in 0..4 {
             throttle.record_failure(ip("192.0.2.1"), t0);
@@ -193,7 +193,10 @@ mod tests {
 
     #[test]
     fn table_stays_bounded_under_a_flood_of_sources() {
-        let mut throttle = GuessThrottle::new(ThrottleConfig { capacity: 100, ..Default::default() });
+        let mut throttle = GuessThrottle::new(
+            ThrottleConfig { capacity: 100, ..Default::default() },
+            LocalPrefixes::default(),
+        );
         let t0 = Instant::now();
         for i in 0..1000u32 {
             let addr = std::net::Ipv4Addr::from(0x0a00_0000 + i);

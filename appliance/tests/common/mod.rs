@@ -352,6 +352,11 @@ impl LookoutProcess {
     /// The `addr=` of the first log line containing `marker`.
     pub fn wait_for_addr(&self, marker: &str) -> SocketAddr {
         let line = self.wait_for_line(marker);
+        self.wait_for_addr_in(&line)
+    }
+
+    /// The `addr=` of `line`.
+    pub fn wait_for_addr_in(&self, line: &str) -> SocketAddr {
         let addr: String = line
             .split("addr=")
             .nth(1)
@@ -411,4 +416,79 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// A TCP connection to `addr` from the local address `from` (any of
+/// 127.0.0.0/8 works on Linux loopback): many clients from one machine.
+pub async fn tcp_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket =
+        if from.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(addr).await
+}
+
+/// A signaling client from `from` that has read its `Hello`; `origin` adds
+/// an `Origin` header to the upgrade.
+pub async fn client_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    identity: &Identity,
+    origin: Option<&str>,
+) -> Result<SignalingClient, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = tcp_from(from, addr).await?;
+    let mut request = format!("wss://localhost:{}/signal", addr.port()).into_client_request()?;
+    if let Some(origin) = origin {
+        request.headers_mut().insert("origin", origin.parse().expect("origin header value"));
+    }
+    let connector =
+        tokio_tungstenite::Connector::Rustls(tls_client_config(identity, vec![b"http/1.1".to_vec()]));
+    let (ws, _) =
+        tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector)).await?;
+    let mut client = SignalingClient { ws, id: String::new() };
+    match client.next_within(PROMPT).await {
+        Some(Received::Json(hello)) if hello["type"] == "Hello" => {
+            client.id = hello["client_id"].as_str().unwrap_or_default().to_owned();
+            Ok(client)
+        }
+        other => Err(tokio_tungstenite::tungstenite::Error::Io(std::io::Error::other(format!(
+            "no Hello: {other:?}"
+        )))),
+    }
+}
+
+/// `GET path` over a fresh TLS connection from `from`; the status code and
+/// how long the whole request took.
+pub async fn https_get_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    identity: &Identity,
+    path: &str,
+) -> std::io::Result<(u16, String, Duration)> {
+    let started = std::time::Instant::now();
+    let tcp = tcp_from(from, addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(identity, vec![b"http/1.1".to_vec()]));
+    let name = ServerName::try_from("localhost").expect("server name");
+    let mut tls = connector.connect(name, tcp).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(PROMPT, tls.read_to_end(&mut raw)).await;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::other("no complete response"));
+    }
+    let response = HttpResponse::parse(&raw);
+    Ok((response.status, response.text(), started.elapsed()))
+}
+
+/// Raises this process's open-file limit (soft and hard) to `n`, so a test
+/// can hold many sockets; the default soft limit is often 1024.
+pub fn raise_fd_limit(n: u64) {
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &std::process::id().to_string(), &format!("--nofile={n}:{n}")])
+        .status();
+    assert!(
+        matches!(status, Ok(s) if s.success()),
+        "prlimit (util-linux) raises the open-file limit: {status:?}"
+    );
 }

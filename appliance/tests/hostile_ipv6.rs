@@ -1,0 +1,126 @@
+//! Wrong guesses and connection caps from IPv6 sources, over real IPv6
+//! sockets in a private network namespace (made with `unshare` for one test
+//! thread; the camera process it starts lives there too). The camera is on
+//! 2001:db8:1::/64, its own LAN, where every device is its own source;
+//! 2001:db8:2::/64 is elsewhere (a local route, so the test can send from
+//! any address in it) and counts as one source.
+//!
+//! Needs root (CI runs as root) and iproute2; without them it fails with a
+//! clear message, never passes silently.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{client_from, LookoutProcess, Received};
+use lookout_provisioning::Identity;
+use serde_json::json;
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("ip (iproute2) runs");
+    assert!(
+        output.status.success(),
+        "ip {} failed: {} (this test needs root and network namespaces)",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn v6(text: &str) -> IpAddr {
+    text.parse().expect("an IPv6 address")
+}
+
+/// Sends a `JoinOrCreate` for `room` from `from`; the type or error code answered.
+async fn guess(from: &str, camera: SocketAddr, identity: &Identity, room: &str) -> String {
+    let mut client = client_from(v6(from), camera, identity, None)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect from {from}: {e}"));
+    client.send(json!({"type": "JoinOrCreate", "room_id": room})).await;
+    match client.next().await {
+        Received::Json(m) if m["type"] == "Error" => m["code"].as_str().unwrap_or_default().to_owned(),
+        Received::Json(m) => m["type"].as_str().unwrap_or_default().to_owned(),
+        Received::Closed(code) => format!("closed {code:?}"),
+    }
+}
+
+#[test]
+fn ipv6_sources_are_single_addresses_on_the_cameras_lan_and_a_slash_64_elsewhere() {
+    let uid =
+        Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    assert_eq!(
+        uid.ok().as_deref(),
+        Some("0"),
+        "this test makes a network namespace and must run as root (CI does)"
+    );
+    let thread = std::thread::spawn(|| {
+        // SAFETY: unshare(2) with CLONE_NEWNET changes only the network
+        // namespace of this thread (and of the processes it starts).
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        ip(&["link", "set", "lo", "up"]);
+        ip(&["-6", "addr", "add", "2001:db8:1::1/64", "dev", "lo", "nodad"]);
+        for host in ["2001:db8:1::2/128", "2001:db8:1::3/128"] {
+            ip(&["-6", "addr", "add", host, "dev", "lo", "nodad"]);
+        }
+        ip(&["-6", "route", "add", "local", "2001:db8:2::/64", "dev", "lo"]);
+        // Sending from any address of a local route (this namespace only).
+        // (A child process, so that /proc/sys/net is surely this namespace's.)
+        let nonlocal =
+            Command::new("sh").args(["-c", "echo 1 > /proc/sys/net/ipv6/ip_nonlocal_bind"]).status();
+        assert!(matches!(nonlocal, Ok(s) if s.success()), "net.ipv6.ip_nonlocal_bind=1: {nonlocal:?}");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(scenario());
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn scenario() {
+    let state = tempfile::tempdir().expect("state folder");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    command
+        .args(["--listen", "[2001:db8:1::1]:0", "--no-camera", "--no-mdns", "--guess-backoff", "30s"])
+        .args(["--max-connections-per-prefix", "3"])
+        .arg("--state-dir")
+        .arg(state.path());
+    let mut lookout = LookoutProcess::spawn(command);
+    let camera = lookout.wait_for_addr("serving HTTPS");
+    let identity = Identity::load(&state.path().join("identity.json")).expect("identity was written");
+    let secret = identity.room_secret().expose_hex();
+    let wrong = "00".repeat(32);
+
+    // On the camera's own /64, one device's wrong guess throttles only itself.
+    assert_eq!(guess("2001:db8:1::2", camera, &identity, &wrong).await, "unknown-room");
+    assert_eq!(guess("2001:db8:1::2", camera, &identity, &wrong).await, "too-many-attempts");
+    assert_eq!(
+        guess("2001:db8:1::3", camera, &identity, &wrong).await,
+        "unknown-room",
+        "a neighbour is not throttled"
+    );
+
+    // Elsewhere the /64 is one source.
+    assert_eq!(guess("2001:db8:2::2", camera, &identity, &wrong).await, "unknown-room");
+    assert_eq!(guess("2001:db8:2::3", camera, &identity, &wrong).await, "too-many-attempts", "same /64");
+
+    // The right secret joins at once from every one of them.
+    for from in ["2001:db8:1::2", "2001:db8:2::3"] {
+        assert_eq!(guess(from, camera, &identity, &secret).await, "Joined", "right secret from {from}");
+    }
+
+    // The per-/64 cap (3 here): a fourth idle connection from the /64 makes
+    // the oldest idle one from it go; a device on the camera's LAN is not touched.
+    let mut neighbour = client_from(v6("2001:db8:1::3"), camera, &identity, None).await.expect("connects");
+    let mut first = client_from(v6("2001:db8:2::10"), camera, &identity, None).await.expect("connects");
+    let _second = client_from(v6("2001:db8:2::11"), camera, &identity, None).await.expect("connects");
+    let _third = client_from(v6("2001:db8:2::12"), camera, &identity, None).await.expect("connects");
+    let _fourth = client_from(v6("2001:db8:2::13"), camera, &identity, None).await.expect("connects");
+    assert!(matches!(first.next().await, Received::Closed(_)), "the oldest idle one of the /64 made room");
+    neighbour.expect_silence(Duration::from_millis(300)).await;
+
+    lookout.terminate();
+    let log = lookout.log();
+    assert!(log.contains("wrong room secrets from 2001:db8:1::2"), "counted per address:\n{log}");
+}
