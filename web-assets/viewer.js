@@ -23,11 +23,14 @@
     room: null, ws: null, pc: null, clientId: null, cameraId: null,
     phase: 'idle', lastError: null, attempt: 0, reconnects: 0,
     pendingCandidates: [], timers: {},
+    // The camera's own account while no video plays: /healthz's reason.
+    health: null,
     // [event, ms since navigation] for diagnosing slow starts.
     timeline: [],
   };
   window.lookout = {
     get phase() { return session.phase; },
+    get health() { return session.health; },
     get lastError() { return session.lastError; },
     get reconnects() { return session.reconnects; },
     get pc() { return session.pc; },
@@ -322,6 +325,36 @@
     session.attempt = 0;
     setPhase('playing', 'Live');
   });
+
+  // ---- the camera's health, while no video plays ------------------------------
+
+  // When no picture arrives, say why the camera itself thinks it is not
+  // working (/healthz: camera-missing, camera-stalled, encoder-failed,
+  // restarting). Polled only while not playing.
+  const HEALTH_POLL_MS = 3000;
+  const HEALTH_TEXT = {
+    'camera-missing': 'No camera is connected to this device. It will start as soon as one is found.',
+    'camera-stalled': 'The camera stopped delivering pictures; restarting it…',
+    'encoder-failed': 'The video encoder failed; restarting it…',
+    restarting: 'The camera is restarting…',
+  };
+
+  async function checkHealth() {
+    if (!session.room || session.phase === 'playing') {
+      session.health = null;
+      return;
+    }
+    try {
+      const response = await fetch('/healthz', { cache: 'no-store' });
+      const body = response.status === 200 ? null : await response.json().catch(() => null);
+      session.health = body && typeof body.reason === 'string' ? body.reason : null;
+      const text = HEALTH_TEXT[session.health];
+      if (text && session.phase !== 'playing') ui.state.textContent = text;
+    } catch (_) {
+      session.health = null; // unreachable: the signaling side reports that
+    }
+  }
+  setInterval(checkHealth, HEALTH_POLL_MS);
 
   // ---- controls ------------------------------------------------------------
 

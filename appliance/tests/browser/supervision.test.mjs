@@ -130,3 +130,20 @@ test('a viewer whose browser is killed frees its slot within 10 s', async () => 
     await camera.stop();
   }
 });
+
+test('with no camera the page says so and the server keeps serving', async () => {
+  // A build without libcamera support has no camera to find.
+  const camera = await startLookout({ camera: 'libcamera', args: ['--resolution', '640x480', '--fps', '30'] });
+  const page = await openViewer(browser, camera.url());
+  try {
+    await page.waitForFunction(() => window.lookout.health === 'camera-missing', null, { timeout: 10000 });
+    assert.match(await page.textContent('#state'), /No camera is connected/);
+    assert.notEqual(await page.evaluate(() => window.lookout.phase), 'playing');
+    const status = (await info(page)).camera;
+    assert.equal(status.state, 'missing');
+    assert.equal(status.restarts.total, 0, 'absent is degraded, not a restart loop');
+  } finally {
+    await page.context().close();
+    await camera.stop();
+  }
+});
