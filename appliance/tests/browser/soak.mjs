@@ -3,7 +3,7 @@
 // build's `--camera fault:stall@N/N`). At the end, the lookout process's
 // RSS, thread count and open file descriptors are compared with where they
 // were after the first minute (within 5 % passes), and every round must
-// have seen video. Figures in docs/performance.md.
+// have seen video. Samples are taken away from restarts (15 s after). Figures in docs/performance.md.
 //
 //   node soak.mjs [--minutes 30] [--fault-every-s 300] [--resolution 1280x720] [--fps 30]
 //
@@ -39,7 +39,20 @@ const camera = await startLookout({
   args: ['--resolution', values.resolution, '--fps', values.fps, '--max-viewers', String(VIEWERS)],
 });
 const browser = await launchBrowser();
+const api = await browser.newContext({ ignoreHTTPSErrors: true });
+const infoUrl = camera.url('').replace(/\/$/, '') + '/api/info';
+const getInfo = async () => JSON.parse(await (await api.request.get(infoUrl)).text());
 const pid = camera.child.pid;
+// Samples are taken only 15 s or more after the latest restart: an
+// abandoned worker keeps its encoder for the 10 s its call hangs.
+const QUIET_MS = 15000;
+let restartsSeen = 0;
+let lastRestartAt = 0;
+async function quiet() {
+  const total = (await getInfo()).camera.restarts.total;
+  if (total !== restartsSeen) { restartsSeen = total; lastRestartAt = Date.now(); }
+  return Date.now() - lastRestartAt >= QUIET_MS;
+}
 const started = Date.now();
 let baseline = null;
 const rounds = [];
@@ -58,20 +71,22 @@ try {
     }));
     await Promise.all(pages.map((page) => page.context().close()));
     rounds.push({ at: Math.round((roundStart - started) / 1000), sawVideo: results.filter(Boolean).length });
-    if (!baseline && Date.now() - started >= 60000) baseline = sample(pid);
+    const calm = await quiet();
+    if (!baseline && calm && Date.now() - started >= 60000) baseline = sample(pid);
     const minute = Math.floor((Date.now() - started) / 60000);
-    if (minute >= perMinute.length) {
+    if (calm && minute >= perMinute.length) {
       const now = sample(pid);
       perMinute.push([minute, now.rssKiB, now.threads, now.fds]);
     }
     const left = ROUND_MS - (Date.now() - roundStart);
     if (left > 0) await new Promise((resolve) => setTimeout(resolve, left));
   }
-  // Let the last leaves settle before the final sample.
+  // Let the last leaves settle, and any restart pass, before the final sample.
   await new Promise((resolve) => setTimeout(resolve, 3000));
+  while (!(await quiet())) await new Promise((resolve) => setTimeout(resolve, 1000));
   const end = sample(pid);
   baseline ||= end;
-  const info = JSON.parse(await (await (await browser.newContext({ ignoreHTTPSErrors: true })).request.get(camera.url('').replace(/\/$/, '') + '/api/info')).text());
+  const info = await getInfo();
   const ratio = (key) => end[key] / baseline[key];
   const failed = rounds.filter((round) => round.sawVideo < VIEWERS);
   const summary = {
