@@ -69,7 +69,7 @@ export LOOKOUT_BIN="$PWD/target/debug/lookout"
 if ! skip browser; then
     step "browser end-to-end tests (Chromium, in a network namespace with only loopback)"
     (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-    unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 viewer.test.mjs secret_log.test.mjs cross-origin.test.mjs hostile.test.mjs'
+    unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 viewer.test.mjs supervision.test.mjs secret_log.test.mjs cross-origin.test.mjs hostile.test.mjs'
 fi
 
 if ! skip lan; then

@@ -23,11 +23,14 @@
     room: null, ws: null, pc: null, clientId: null, cameraId: null,
     phase: 'idle', lastError: null, attempt: 0, reconnects: 0,
     pendingCandidates: [], timers: {},
+    // The camera's own account while no video plays: /healthz's reason.
+    health: null,
     // [event, ms since navigation] for diagnosing slow starts.
     timeline: [],
   };
   window.lookout = {
     get phase() { return session.phase; },
+    get health() { return session.health; },
     get lastError() { return session.lastError; },
     get reconnects() { return session.reconnects; },
     get pc() { return session.pc; },
@@ -160,16 +163,28 @@
         send({ type: 'JoinOrCreate', room_id: session.room });
         break;
       case 'Joined':
+        // The server marks which member is the camera; only it is trusted.
+        session.cameraId = typeof message.camera === 'string' ? message.camera : null;
         setPhase('joined', 'Waiting for the camera…');
         createPeer();
         later('offer', OFFER_TIMEOUT_MS, () => setPhase('camera-unavailable', 'The camera is not sending video right now. Waiting…'));
         break;
+      case 'Room/Join':
+        if (message.camera === true) {
+          // The camera (re)joined: it will offer a new connection.
+          session.cameraId = message.client_id;
+          createPeer();
+          later('offer', OFFER_TIMEOUT_MS, () => setPhase('camera-unavailable', 'The camera is not sending video right now. Waiting…'));
+        }
+        break;
       case 'Room/Signal':
-        onSignal(message.from, message.signal);
+        // Offers and candidates from anyone but the camera are ignored.
+        if (session.cameraId && message.from === session.cameraId) onSignal(message.signal);
         break;
       case 'Room/Leave':
         if (message.client_id === session.cameraId) {
           closePeer();
+          session.cameraId = null;
           setPhase('camera-unavailable', 'The camera went away. Waiting for it…');
         }
         break;
@@ -266,18 +281,30 @@
   function closePeer() {
     const pc = session.pc;
     session.pc = null;
-    session.cameraId = null;
     if (pc) pc.close();
   }
 
-  async function onSignal(from, signal) {
+  // Why the camera ended a connection ({"type":"bye","reason":...}).
+  const BYE_REASONS = {
+    'camera-stopped': 'The camera stopped sending video. Waiting for it…',
+  };
+
+  async function onSignal(signal) {
+    if (!signal || typeof signal !== 'object') return;
+    if (signal.type === 'bye') {
+      closePeer();
+      session.lastError = typeof signal.reason === 'string' ? signal.reason : 'bye';
+      setPhase('camera-unavailable', BYE_REASONS[signal.reason] || 'The camera ended the video. Waiting for it…');
+      return;
+    }
+    // A new offer with no connection (the previous one ended): start afresh.
+    if (!session.pc && signal.type === 'offer') createPeer();
     const pc = session.pc;
-    if (!pc || !signal || typeof signal !== 'object') return;
+    if (!pc) return;
     try {
       if (typeof signal.sdp === 'string' && signal.type === 'offer') {
         clearTimeout(session.timers.offer);
         mark('offer');
-        session.cameraId = from;
         await pc.setRemoteDescription(signal);
         for (const candidate of session.pendingCandidates.splice(0)) await pc.addIceCandidate(candidate).catch(() => {});
         const answer = await pc.createAnswer();
@@ -298,6 +325,36 @@
     session.attempt = 0;
     setPhase('playing', 'Live');
   });
+
+  // ---- the camera's health, while no video plays ------------------------------
+
+  // When no picture arrives, say why the camera itself thinks it is not
+  // working (/healthz: camera-missing, camera-stalled, encoder-failed,
+  // restarting). Polled only while not playing.
+  const HEALTH_POLL_MS = 3000;
+  const HEALTH_TEXT = {
+    'camera-missing': 'No camera is connected to this device. It will start as soon as one is found.',
+    'camera-stalled': 'The camera stopped delivering pictures; restarting it…',
+    'encoder-failed': 'The video encoder failed; restarting it…',
+    restarting: 'The camera is restarting…',
+  };
+
+  async function checkHealth() {
+    if (!session.room || session.phase === 'playing') {
+      session.health = null;
+      return;
+    }
+    try {
+      const response = await fetch('/healthz', { cache: 'no-store' });
+      const body = response.status === 200 ? null : await response.json().catch(() => null);
+      session.health = body && typeof body.reason === 'string' ? body.reason : null;
+      const text = HEALTH_TEXT[session.health];
+      if (text && session.phase !== 'playing') ui.state.textContent = text;
+    } catch (_) {
+      session.health = null; // unreachable: the signaling side reports that
+    }
+  }
+  setInterval(checkHealth, HEALTH_POLL_MS);
 
   // ---- controls ------------------------------------------------------------
 

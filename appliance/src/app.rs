@@ -1,18 +1,27 @@
 //! The whole appliance, assembled: server, media pipeline, camera peer.
 //!
 //! `lookout` (the binary) and the end-to-end tests start the same thing
-//! through [`App::start`].
+//! through [`App::start`]. The media pipeline supervises its own worker
+//! (`media::pipeline`); the camera peer is supervised here: if its task ends
+//! for any reason but shutdown (a panic included), it is started again with
+//! back-off and rejoins the room.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lookout_provisioning::Identity;
+use tokio::sync::watch;
 
 use crate::identity_store::IdentityOrigin;
-use crate::media::pipeline::{MediaPipeline, PipelineSettings};
-use crate::peer::CameraPeer;
+use crate::media::fanout::Fanout;
+use crate::media::pipeline::{MediaPipeline, PipelineSettings, StatusHandle};
+use crate::peer::{CameraPeer, PeerSettings};
+use crate::sdnotify::Heartbeat;
 use crate::server::{Server, ServerError};
 use crate::settings::Settings;
+use crate::signaling::Relay;
 
 /// Why the appliance could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +35,7 @@ pub enum AppError {
 /// A started, not yet serving appliance.
 pub struct App {
     server: Server,
-    media: Option<(MediaPipeline, CameraPeer)>,
+    media: Option<(MediaPipeline, PeerSupervisor)>,
 }
 
 impl App {
@@ -58,11 +67,12 @@ impl App {
         let server = Server::bind(settings, identity, origin, status).await?;
         let media = match (pipeline, media_settings) {
             (Some(pipeline), Some(media)) => {
-                let peer = CameraPeer::spawn(
+                let peer = PeerSupervisor::spawn(
                     server.relay(),
                     identity.room_secret().expose_hex(),
                     pipeline.fanout(),
                     media.peer.clone(),
+                    pipeline.status_handle(),
                 );
                 Some((pipeline, peer))
             }
@@ -84,13 +94,93 @@ impl App {
         self.server.redirect_addr()
     }
 
+    /// The media supervisor's heartbeat (for the systemd watchdog), when the
+    /// camera side runs.
+    pub fn heartbeat(&self) -> Option<Heartbeat> {
+        self.media.as_ref().map(|(pipeline, _)| pipeline.heartbeat())
+    }
+
+    /// A switch that ends the camera peer's current task as a crash would
+    /// (debug builds, for tests): the supervisor must bring it back.
+    #[cfg(debug_assertions)]
+    pub fn camera_peer_killer(&self) -> Option<CameraPeerKiller> {
+        self.media.as_ref().map(|(_, peer)| CameraPeerKiller(peer.kill.clone()))
+    }
+
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         self.server.run(shutdown).await;
         if let Some((pipeline, peer)) = self.media {
             // The relay told the camera to leave; its sessions close with it.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), peer.finished()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), peer.finished()).await;
             drop(pipeline);
         }
+    }
+}
+
+/// Ends the camera peer's task (see [`App::camera_peer_killer`]).
+#[cfg(debug_assertions)]
+pub struct CameraPeerKiller(Arc<watch::Sender<u64>>);
+
+#[cfg(debug_assertions)]
+impl CameraPeerKiller {
+    pub fn kill(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+}
+
+/// Keeps the camera peer running: restarts it (and so rejoins the room)
+/// whenever it ends other than by the server shutting down.
+struct PeerSupervisor {
+    task: tokio::task::JoinHandle<()>,
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    kill: Arc<watch::Sender<u64>>,
+}
+
+const PEER_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const PEER_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl PeerSupervisor {
+    fn spawn(
+        relay: Relay,
+        room_hex: String,
+        fanout: Fanout,
+        settings: PeerSettings,
+        status: StatusHandle,
+    ) -> PeerSupervisor {
+        let (kill, mut killed) = watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            let mut backoff = PEER_FIRST_BACKOFF;
+            loop {
+                let started = Instant::now();
+                let mut peer =
+                    CameraPeer::spawn(relay.clone(), room_hex.clone(), fanout.clone(), settings.clone());
+                killed.borrow_and_update();
+                let ended = tokio::select! {
+                    ended = peer.finished() => ended,
+                    Ok(()) = killed.changed() => {
+                        peer.abort();
+                        Err("killed by a test hook".to_owned())
+                    }
+                };
+                let reason = match ended {
+                    Ok(crate::peer::camera::PeerEnd::ShuttingDown) => return,
+                    Ok(crate::peer::camera::PeerEnd::Lost(reason)) => reason,
+                    Err(reason) => reason,
+                };
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = PEER_FIRST_BACKOFF;
+                }
+                status.count_peer_restart();
+                tracing::warn!(%reason, restart_in_ms = backoff.as_millis() as u64, "camera peer ended; restarting it");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(PEER_MAX_BACKOFF);
+            }
+        });
+        PeerSupervisor { task, kill: Arc::new(kill) }
+    }
+
+    async fn finished(self) {
+        let _ = self.task.await;
     }
 }

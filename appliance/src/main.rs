@@ -71,8 +71,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tracing::info!("the viewer URL with the room secret is printed only to an interactive terminal");
     }
     // systemd (Type=notify, WatchdogSec=): READY=1 once the listener is bound,
-    // then watchdog pings. Nothing happens when NOTIFY_SOCKET is unset.
-    let notifier = lookout::sdnotify::announce_ready(&format!("serving on {addr}"));
+    // then watchdog pings while the media supervisor's loop runs. Nothing happens when NOTIFY_SOCKET is unset.
+    let notifier = lookout::sdnotify::announce_ready(&format!("serving on {addr}"), server.heartbeat());
     server.run(shutdown_signal()).await;
     if let Some(notifier) = &notifier {
         notifier.notify_stopping().ok();

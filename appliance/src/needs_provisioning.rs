@@ -101,7 +101,8 @@ impl NeedsProvisioning {
         tracing::error!(%addr, state = STATE, reason = %reason, "no valid identity: serving only the needs-provisioning page");
         // Under systemd (Type=notify) the service is up: restarting would not
         // repair the file, and the page must stay reachable.
-        let notifier = crate::sdnotify::announce_ready("needs provisioning: the identity file is damaged");
+        let notifier =
+            crate::sdnotify::announce_ready("needs provisioning: the identity file is damaged", None);
         server.run(shutdown).await;
         if let Some(notifier) = &notifier {
             notifier.notify_stopping().ok();

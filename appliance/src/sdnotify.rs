@@ -183,11 +183,15 @@ fn send_to_abstract(_socket: &UnixDatagram, _name: &[u8], _message: &[u8]) -> io
     Err(io::Error::new(io::ErrorKind::Unsupported, "abstract unix sockets are Linux-only"))
 }
 
-/// Tells systemd the service is up (`STATUS=`, `READY=1`) and, when a
+/// Sends `READY=1` (and `STATUS=status`) when running under systemd and, if a
 /// watchdog is configured, spawns a task that sends `WATCHDOG=1` at half its
-/// period. Returns the notifier (for `notify_stopping`), or `None` when not
-/// started by systemd with `Type=notify`. Needs a tokio runtime.
-pub fn announce_ready(status: &str) -> Option<Notifier> {
+/// period, but only while `heartbeat` is fresh: the media supervisor beats it
+/// from its loop, so a wedged supervisor (or a wedged runtime, which runs the
+/// pinging task) stops the pings and systemd restarts the process. Without a
+/// heartbeat (no camera side) the runtime alone keeps the pings going.
+/// Returns the notifier (for `notify_stopping`), or `None` when not started
+/// by systemd with `Type=notify`. Needs a tokio runtime.
+pub fn announce_ready(status: &str, heartbeat: Option<Heartbeat>) -> Option<Notifier> {
     let notifier = Notifier::from_env()?;
     notifier.notify_status(status).ok();
     if let Err(e) = notifier.notify_ready() {
@@ -195,11 +199,22 @@ pub fn announce_ready(status: &str) -> Option<Notifier> {
     }
     if let Some(every) = watchdog_interval() {
         let pinger = notifier.clone();
+        // The supervisor beats every 200 ms; allow for a slow moment.
+        let max_age = every.max(Duration::from_secs(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut silent = false;
             loop {
                 tick.tick().await;
+                if heartbeat.as_ref().is_some_and(|beat| !beat.is_fresh(max_age)) {
+                    if !silent {
+                        tracing::error!("the media supervisor has stopped; no more watchdog pings");
+                        silent = true;
+                    }
+                    continue;
+                }
+                silent = false;
                 if let Err(e) = pinger.notify_watchdog() {
                     tracing::warn!("cannot send WATCHDOG=1 to systemd: {e}");
                 }
@@ -207,6 +222,40 @@ pub fn announce_ready(status: &str) -> Option<Notifier> {
         });
     }
     Some(notifier)
+}
+
+/// A liveness mark: one side beats it, the watchdog pinger reads its age.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    epoch: std::time::Instant,
+    /// Milliseconds from `epoch` to the latest beat.
+    last: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat::new()
+    }
+}
+
+impl Heartbeat {
+    /// A heartbeat that has just beaten.
+    pub fn new() -> Heartbeat {
+        Heartbeat { epoch: std::time::Instant::now(), last: Default::default() }
+    }
+
+    pub fn beat(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the latest beat is at most `max_age` old.
+    pub fn is_fresh(&self, max_age: Duration) -> bool {
+        let last = self.last.load(std::sync::atomic::Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_millis() as u64;
+        now.saturating_sub(last) <= max_age.as_millis() as u64
+    }
 }
 
 /// How often to send `WATCHDOG=1`: half the period in `$WATCHDOG_USEC`.

@@ -4,7 +4,7 @@
 //! | path        | methods   | answer                                   |
 //! |-------------|-----------|------------------------------------------|
 //! | `/`, assets | GET, HEAD | embedded files from `web-assets/`        |
-//! | `/healthz`  | GET, HEAD | `ok`                                     |
+//! | `/healthz`  | GET, HEAD | `ok`, or 503 with a JSON reason          |
 //! | `/api/info` | GET, HEAD | JSON: device, version, fingerprint       |
 //! | `/signal`   | GET       | WebSocket upgrade (426 without one)      |
 //!
@@ -76,7 +76,7 @@ pub async fn handle(request: Request<Incoming>, state: Arc<AppState>, peer: Sock
     let response = match path.as_str() {
         "/signal" if method == Method::GET => upgrade(request, state, peer),
         "/signal" => method_not_allowed("GET"),
-        "/healthz" => get_only(&method, || text(StatusCode::OK, "ok\n")),
+        "/healthz" => get_only(&method, || healthz(&state)),
         "/api/info" => get_only(&method, || info(&state)),
         _ => match assets::find(&path) {
             Some(asset) => get_only(&method, || page(asset)),
@@ -122,6 +122,36 @@ fn page(asset: assets::Asset) -> Response<Body> {
     response
 }
 
+/// `200 ok` while the camera delivers frames (watched or not) and its peer
+/// is in its room; otherwise 503 with `{"status":"unavailable","reason":...}`.
+/// Without a camera side (`--no-camera`, `--open-rooms`) the server alone
+/// decides: `ok`.
+fn healthz(state: &AppState) -> Response<Body> {
+    let Some(camera) = &state.camera else {
+        return text(StatusCode::OK, "ok\n");
+    };
+    let problem = match camera.health() {
+        Err(problem) => problem,
+        Ok(()) if !state.relay.device_in_room() => crate::media::pipeline::HealthProblem::Restarting,
+        Ok(()) => return text(StatusCode::OK, "ok\n"),
+    };
+    let status = camera.snapshot();
+    let body = serde_json::json!({
+        "status": "unavailable",
+        "reason": problem.as_str(),
+        "camera": status.state,
+        "camera_peer_in_room": state.relay.device_in_room(),
+        "error": status.error,
+    });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    add_security_headers(headers);
+    response
+}
+
 fn info(state: &AppState) -> Response<Body> {
     let body = serde_json::json!({
         "name": state.info.name,
@@ -133,6 +163,7 @@ fn info(state: &AppState) -> Response<Body> {
         "identity": state.info.identity,
         "signaling": state.relay.stats(),
         "camera": state.camera.as_ref().map(|camera| camera.snapshot()),
+        "camera_peer_in_room": state.camera.as_ref().map(|_| state.relay.device_in_room()),
         "cameras": state.nearby.list(),
     });
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));

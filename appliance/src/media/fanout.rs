@@ -9,6 +9,11 @@
 //! The fan-out is also the way back to the encoder: viewers ask for
 //! keyframes and report their bandwidth estimates here, and the encoder
 //! thread reads the requests and the lowest estimate.
+//!
+//! Only the [`Fanout`] holds the channel's sender; feeds hold the shared
+//! state without it. [`Fanout::close`] (the pipeline ending for good) drops
+//! the sender, so every feed's `next` returns [`FeedClosed`] and no viewer
+//! sits on a silent track.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,11 +29,12 @@ pub const RING_FRAMES: usize = 30;
 /// Shared between the encoder thread and the viewers.
 #[derive(Clone)]
 pub struct Fanout {
-    sender: broadcast::Sender<Arc<EncodedFrame>>,
     shared: Arc<Shared>,
 }
 
 struct Shared {
+    /// `None` once closed. Feeds never hold a clone of it.
+    sender: Mutex<Option<broadcast::Sender<Arc<EncodedFrame>>>>,
     keyframe_requested: AtomicBool,
     next_viewer: AtomicU64,
     /// Each viewer's latest bandwidth estimate, bits per second.
@@ -50,8 +56,8 @@ impl Fanout {
     pub fn new() -> Fanout {
         let (sender, _) = broadcast::channel(RING_FRAMES);
         Fanout {
-            sender,
             shared: Arc::new(Shared {
+                sender: Mutex::new(Some(sender)),
                 keyframe_requested: AtomicBool::new(false),
                 next_viewer: AtomicU64::new(1),
                 estimates: Mutex::new(HashMap::new()),
@@ -61,13 +67,26 @@ impl Fanout {
 
     /// Publishes a frame to every viewer.
     pub fn publish(&self, frame: EncodedFrame) {
-        // No receivers is fine: nobody is watching.
-        let _ = self.sender.send(Arc::new(frame));
+        if let Some(sender) = self.shared.sender().as_ref() {
+            // No receivers is fine: nobody is watching.
+            let _ = sender.send(Arc::new(frame));
+        }
     }
 
-    /// Viewers currently subscribed.
+    /// Viewers currently subscribed (0 once closed).
     pub fn viewer_count(&self) -> usize {
-        self.sender.receiver_count()
+        self.shared.sender().as_ref().map_or(0, broadcast::Sender::receiver_count)
+    }
+
+    /// Ends the stream for good: every feed's `next` returns [`FeedClosed`]
+    /// once it has read what is queued, and `subscribe` fails.
+    pub fn close(&self) {
+        self.shared.sender().take();
+    }
+
+    /// Whether [`Fanout::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.sender().is_none()
     }
 
     /// Asks the encoder for a keyframe (requests coalesce until it makes one).
@@ -86,17 +105,23 @@ impl Fanout {
     }
 
     /// A new viewer's feed. Its first frame will be a keyframe.
-    pub fn subscribe(&self) -> ViewerFeed {
+    pub fn subscribe(&self) -> Result<ViewerFeed, FeedClosed> {
+        let receiver = self.shared.sender().as_ref().ok_or(FeedClosed)?.subscribe();
         let id = self.shared.next_viewer.fetch_add(1, Ordering::Relaxed);
-        let feed = ViewerFeed {
-            id,
-            receiver: self.sender.subscribe(),
-            fanout: self.clone(),
-            waiting_for_keyframe: true,
-            dropped: 0,
-        };
+        let feed =
+            ViewerFeed { id, receiver, shared: self.shared.clone(), waiting_for_keyframe: true, dropped: 0 };
         self.request_keyframe();
-        feed
+        Ok(feed)
+    }
+}
+
+impl Shared {
+    fn sender(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Arc<EncodedFrame>>>> {
+        self.sender.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn request_keyframe(&self) {
+        self.keyframe_requested.store(true, Ordering::Relaxed);
     }
 }
 
@@ -104,7 +129,8 @@ impl Fanout {
 pub struct ViewerFeed {
     id: u64,
     receiver: broadcast::Receiver<Arc<EncodedFrame>>,
-    fanout: Fanout,
+    /// The shared state, without the sender: a feed never keeps the channel open.
+    shared: Arc<Shared>,
     waiting_for_keyframe: bool,
     dropped: u64,
 }
@@ -125,7 +151,7 @@ impl ViewerFeed {
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     self.dropped += missed;
                     self.waiting_for_keyframe = true;
-                    self.fanout.request_keyframe();
+                    self.shared.request_keyframe();
                 }
                 Err(broadcast::error::RecvError::Closed) => return Err(FeedClosed),
             }
@@ -139,23 +165,18 @@ impl ViewerFeed {
 
     /// Reports this viewer's bandwidth estimate to the encoder.
     pub fn report_estimate(&self, bits_per_second: u64) {
-        self.fanout
-            .shared
-            .estimates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(self.id, bits_per_second);
+        self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner()).insert(self.id, bits_per_second);
     }
 
     /// Asks for a keyframe (the viewer lost a picture: PLI or FIR).
     pub fn request_keyframe(&self) {
-        self.fanout.request_keyframe();
+        self.shared.request_keyframe();
     }
 }
 
 impl Drop for ViewerFeed {
     fn drop(&mut self) {
-        self.fanout.shared.estimates.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
 }
 
@@ -177,7 +198,7 @@ mod tests {
     #[tokio::test]
     async fn a_new_viewer_starts_on_a_keyframe_and_asks_for_one() {
         let fanout = Fanout::new();
-        let mut feed = fanout.subscribe();
+        let mut feed = fanout.subscribe().unwrap();
         assert!(fanout.take_keyframe_request());
         fanout.publish(frame(0, false));
         fanout.publish(frame(1, true));
@@ -190,8 +211,8 @@ mod tests {
     #[tokio::test]
     async fn a_slow_viewer_skips_to_the_next_keyframe_without_holding_up_others() {
         let fanout = Fanout::new();
-        let mut slow = fanout.subscribe();
-        let mut fast = fanout.subscribe();
+        let mut slow = fanout.subscribe().unwrap();
+        let mut fast = fanout.subscribe().unwrap();
         fanout.take_keyframe_request();
         fanout.publish(frame(0, true));
         assert_eq!(fast.next().await.unwrap().sequence, 0);
@@ -210,8 +231,8 @@ mod tests {
     #[tokio::test]
     async fn estimates_report_the_lowest_and_leave_with_the_viewer() {
         let fanout = Fanout::new();
-        let a = fanout.subscribe();
-        let b = fanout.subscribe();
+        let a = fanout.subscribe().unwrap();
+        let b = fanout.subscribe().unwrap();
         assert_eq!(fanout.lowest_estimate(), None);
         a.report_estimate(3_000_000);
         b.report_estimate(800_000);
@@ -219,5 +240,24 @@ mod tests {
         drop(b);
         assert_eq!(fanout.lowest_estimate(), Some(3_000_000));
         assert_eq!(fanout.viewer_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_feed_even_though_feeds_are_alive() {
+        let fanout = Fanout::new();
+        let mut a = fanout.subscribe().unwrap();
+        let mut b = fanout.subscribe().unwrap();
+        fanout.take_keyframe_request();
+        fanout.publish(frame(0, true));
+        fanout.close();
+        // What was queued is still delivered, then the end.
+        assert_eq!(a.next().await.unwrap().sequence, 0);
+        assert_eq!(a.next().await.unwrap_err(), FeedClosed);
+        let ended = tokio::time::timeout(Duration::from_secs(1), b.next()).await.expect("b ends at once");
+        assert_eq!(ended.unwrap().sequence, 0);
+        assert_eq!(b.next().await.unwrap_err(), FeedClosed);
+        assert!(fanout.is_closed());
+        assert_eq!(fanout.viewer_count(), 0);
+        assert!(fanout.subscribe().is_err(), "no new viewers after the end");
     }
 }

@@ -6,10 +6,14 @@
 //! - `libcamera_source` (feature `libcamera`): capture from a real camera.
 //! - [`encoder`]: openh264 set up for live WebRTC video.
 //! - [`fanout`]: encode once, deliver to every viewer at its own pace.
-//! - [`pipeline`]: the capture/encode thread, retries and status.
+//! - [`pipeline`]: the supervisor and its capture/encode worker, restarts,
+//!   status and health.
+//! - `fault` (debug builds only): a source that fails on purpose, for tests.
 
 pub mod encoder;
 pub mod fanout;
+#[cfg(debug_assertions)]
+pub mod fault;
 pub mod frame;
 #[cfg(feature = "libcamera")]
 pub mod libcamera_source;

@@ -1,6 +1,12 @@
 //! One viewer's peer connection: the camera offers a send-only H.264 track,
 //! applies the viewer's answer and candidates, trickles its own, and feeds
 //! the track from the fan-out until the viewer leaves or the connection fails.
+//!
+//! Lifecycle: the answer must arrive within [`ANSWER_DEADLINE`] and the
+//! connection must reach `connected` within [`ICE_DEADLINE`], or the session
+//! ends. The viewer subscribes to the fan-out only once connected (so it is
+//! counted and encoded for only then, with one keyframe). A start that fails
+//! half-way closes the connection it built.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +27,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 
 use super::engine::{h264_codec, Engine, PeerSettings};
 use super::signal::{candidate_json, first_mid, ViewerSignal};
-use crate::media::fanout::{Fanout, ViewerFeed};
+use crate::media::fanout::{Fanout, FeedClosed};
 use crate::signaling::ClientId;
 
 /// Sends a signal to this session's viewer.
@@ -40,11 +46,29 @@ fn webrtc_error(e: impl std::fmt::Display) -> SessionError {
     SessionError::WebRtc(e.to_string())
 }
 
+/// No answer from the viewer within this long ends the session.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(15);
+/// Not connected within this long (from the offer) ends the session.
+pub const ICE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The connection failed or was closed.
+    ConnectionEnded,
+    NoAnswer,
+    IceTimeout,
+    /// The media pipeline ended for good.
+    PipelineStopped,
+    /// Writing to the track failed.
+    WriteFailed,
+}
+
 /// What the camera hears back from a session.
 #[derive(Debug)]
 pub enum SessionEvent {
-    /// The connection failed or closed: the session is over.
-    Ended(ClientId),
+    /// The session is over; the camera closes it.
+    Ended(ClientId, EndReason),
 }
 
 /// A running session. Dropping it does not close the connection: call
@@ -52,6 +76,7 @@ pub enum SessionEvent {
 pub struct ViewerSession {
     pc: Arc<dyn PeerConnection>,
     inputs: mpsc::UnboundedSender<ViewerSignal>,
+    send: SignalSink,
 }
 
 struct Handler {
@@ -104,6 +129,57 @@ impl ViewerSession {
             .await
             .map_err(webrtc_error)?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let setup = Setup {
+            viewer,
+            pc: pc.clone(),
+            fanout: fanout.clone(),
+            send,
+            events,
+            estimate: engine.estimate,
+            candidate_rx,
+            state_rx,
+        };
+        match setup.run().await {
+            Ok(session) => Ok(session),
+            Err(e) => {
+                // Never leak a half-built connection.
+                let _ = pc.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A signal from the viewer.
+    pub fn handle_signal(&self, signal: ViewerSignal) {
+        let _ = self.inputs.send(signal);
+    }
+
+    /// Tells the page why its connection is about to end (`{"type":"bye"}`).
+    pub fn say_goodbye(&self, reason: &str) {
+        (self.send)(serde_json::json!({"type": "bye", "reason": reason}));
+    }
+
+    /// Ends the connection; the session's tasks end with it.
+    pub async fn close(self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// Everything after the connection exists; any error here closes it.
+struct Setup {
+    viewer: ClientId,
+    pc: Arc<dyn PeerConnection>,
+    fanout: Fanout,
+    send: SignalSink,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    estimate: super::engine::EstimateHandle,
+    candidate_rx: mpsc::UnboundedReceiver<RTCIceCandidate>,
+    state_rx: watch::Receiver<RTCPeerConnectionState>,
+}
+
+impl Setup {
+    async fn run(self) -> Result<ViewerSession, SessionError> {
+        let Setup { viewer, pc, fanout, send, events, estimate, candidate_rx, state_rx } = self;
 
         // One track per connection: a track binds to one connection only.
         let ssrc = rand::random::<u32>();
@@ -149,7 +225,6 @@ impl ViewerSession {
         send(serde_json::to_value(&offer).map_err(webrtc_error)?);
 
         let (inputs, input_rx) = mpsc::unbounded_channel();
-        let feed = fanout.subscribe();
         tokio::spawn(signaling_task(
             viewer,
             pc.clone(),
@@ -157,22 +232,12 @@ impl ViewerSession {
             input_rx,
             candidate_rx,
             state_rx.clone(),
-            send,
-            events,
+            send.clone(),
+            events.clone(),
         ));
         tokio::spawn(keyframe_request_task(track.clone(), fanout.clone()));
-        tokio::spawn(media_task(viewer, track, ssrc, sender, feed, state_rx, engine.estimate));
-        Ok(ViewerSession { pc, inputs })
-    }
-
-    /// A signal from the viewer.
-    pub fn handle_signal(&self, signal: ViewerSignal) {
-        let _ = self.inputs.send(signal);
-    }
-
-    /// Ends the connection; the session's tasks end with it.
-    pub async fn close(self) {
-        let _ = self.pc.close().await;
+        tokio::spawn(media_task(viewer, track, ssrc, sender, fanout, state_rx, estimate, events));
+        Ok(ViewerSession { pc, inputs, send })
     }
 }
 
@@ -191,10 +256,18 @@ async fn signaling_task(
     // Candidates may arrive before the answer; they wait for it.
     let mut early_candidates = Vec::new();
     let mut have_answer = false;
-    loop {
+    let mut connected_once = false;
+    let offered_at = tokio::time::Instant::now();
+    let reason = loop {
+        let deadline = if have_answer { offered_at + ICE_DEADLINE } else { offered_at + ANSWER_DEADLINE };
         tokio::select! {
+            () = tokio::time::sleep_until(deadline), if !connected_once => {
+                let reason = if have_answer { EndReason::IceTimeout } else { EndReason::NoAnswer };
+                tracing::info!(%viewer, ?reason, "viewer did not connect in time");
+                break reason;
+            }
             input = inputs.recv() => match input {
-                None => break,
+                None => break EndReason::ConnectionEnded,
                 Some(ViewerSignal::Description(description)) => {
                     if description.sdp_type != RTCSdpType::Answer {
                         tracing::warn!(%viewer, "viewer sent an offer; the camera is the offerer");
@@ -250,17 +323,18 @@ async fn signaling_task(
             },
             changed = state.changed() => {
                 if changed.is_err() {
-                    break;
+                    break EndReason::ConnectionEnded;
                 }
                 let now = *state.borrow_and_update();
                 tracing::info!(%viewer, state = %now, "viewer connection");
+                connected_once |= now == RTCPeerConnectionState::Connected;
                 if matches!(now, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) {
-                    break;
+                    break EndReason::ConnectionEnded;
                 }
             }
         }
-    }
-    let _ = events.send(SessionEvent::Ended(viewer));
+    };
+    let _ = events.send(SessionEvent::Ended(viewer, reason));
 }
 
 /// Turns the viewer's PLI/FIR into keyframe requests.
@@ -274,15 +348,18 @@ async fn keyframe_request_task(track: Arc<TrackLocalStaticSample>, fanout: Fanou
     }
 }
 
-/// Writes the fan-out's frames to the track once the connection is up.
+/// Writes the fan-out's frames to the track once the connection is up; the
+/// viewer subscribes (is counted, and gets its keyframe) only then.
+#[allow(clippy::too_many_arguments)]
 async fn media_task(
     viewer: ClientId,
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     sender: Arc<dyn RtpSender>,
-    mut feed: ViewerFeed,
+    fanout: Fanout,
     mut state: watch::Receiver<RTCPeerConnectionState>,
     estimate: super::engine::EstimateHandle,
+    events: mpsc::UnboundedSender<SessionEvent>,
 ) {
     // Writes before negotiation would vanish silently: wait for "connected".
     let connected = state
@@ -312,19 +389,39 @@ async fn media_task(
             return;
         }
     };
-    // The stream starts on a keyframe: ask again now that it can be sent.
-    feed.request_keyframe();
+    // Subscribing asks for the keyframe this viewer starts on.
+    let Ok(mut feed) = fanout.subscribe() else {
+        let _ = events.send(SessionEvent::Ended(viewer, EndReason::PipelineStopped));
+        return;
+    };
     let mut last_report = Instant::now() - Duration::from_secs(1);
-    while let Ok(frame) = feed.next().await {
+    let reason = loop {
+        let frame = tokio::select! {
+            frame = feed.next() => match frame {
+                Ok(frame) => frame,
+                Err(FeedClosed) => break EndReason::PipelineStopped,
+            },
+            // A connection that fails or closes while streaming frees its slot now.
+            changed = state.changed() => {
+                let over = changed.is_err()
+                    || matches!(*state.borrow_and_update(), RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed);
+                if over {
+                    break EndReason::ConnectionEnded;
+                }
+                continue;
+            }
+        };
         let sample =
             Sample { data: frame.data.clone(), duration: frame.duration, ..Sample::new(Instant::now()) };
         if let Err(e) = track.sample_writer(ssrc, payload_type).write_sample(&sample).await {
             tracing::debug!(%viewer, error = %e.to_string().chars().take(120).collect::<String>(), "media write ended");
-            break;
+            break EndReason::WriteFailed;
         }
         if last_report.elapsed() >= Duration::from_millis(500) {
             feed.report_estimate(estimate.bits_per_second());
             last_report = Instant::now();
         }
-    }
+    };
+    drop(feed);
+    let _ = events.send(SessionEvent::Ended(viewer, reason));
 }

@@ -133,14 +133,22 @@ impl Hub {
 
     /// A client sent a message.
     pub fn receive(&mut self, from: ClientId, payload: &[u8], now: Instant) -> Vec<Effect> {
-        let Some(client) = self.clients.get(&from) else {
+        if !self.clients.contains_key(&from) {
             return Vec::new();
-        };
-        let state = client.state.clone();
+        }
         let message = match PeerMessage::parse(payload) {
             Ok(message) => message,
             Err(code) => return self.fail(from, code),
         };
+        self.receive_message(from, message, now)
+    }
+
+    /// A client sent a message that is already parsed (the in-process camera).
+    pub fn receive_message(&mut self, from: ClientId, message: PeerMessage, now: Instant) -> Vec<Effect> {
+        let Some(client) = self.clients.get(&from) else {
+            return Vec::new();
+        };
+        let state = client.state.clone();
         match (state, message) {
             (ClientState::Greeted, PeerMessage::JoinOrCreate { room_id }) => self.join(from, room_id, now),
             (ClientState::Joined(_), PeerMessage::JoinOrCreate { .. }) => {
@@ -247,12 +255,17 @@ impl Hub {
         }
         let mut effects = vec![Effect::Send {
             to: id,
-            message: ServerMessage::Joined { room_id, clients: others.clone() },
+            message: ServerMessage::Joined {
+                room_id,
+                camera: self.device.filter(|device| others.contains(device)),
+                clients: others.clone(),
+            },
         }];
+        let camera = self.device == Some(id);
         effects.extend(
             others
                 .into_iter()
-                .map(|to| Effect::Send { to, message: ServerMessage::RoomJoin { client_id: id } }),
+                .map(|to| Effect::Send { to, message: ServerMessage::RoomJoin { client_id: id, camera } }),
         );
         effects
     }
@@ -276,6 +289,13 @@ impl Hub {
                 .map_or(0, |room| room.members.iter().filter(|m| Some(**m) != self.device).count()),
             RoomPolicy::Open { .. } => 0,
         }
+    }
+
+    /// Whether the camera client is a member of a room.
+    pub fn device_joined(&self) -> bool {
+        self.device
+            .and_then(|device| self.clients.get(&device))
+            .is_some_and(|client| matches!(client.state, ClientState::Joined(_)))
     }
 
     /// Number of rooms.

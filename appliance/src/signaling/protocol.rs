@@ -47,6 +47,9 @@ pub enum ServerMessage {
     Joined {
         room_id: RoomId,
         clients: Vec<ClientId>,
+        /// Which of `clients` is the camera (appliance mode, when present).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        camera: Option<ClientId>,
     },
     Error {
         code: ErrorCode,
@@ -55,6 +58,9 @@ pub enum ServerMessage {
     #[serde(rename = "Room/Join")]
     RoomJoin {
         client_id: ClientId,
+        /// `true` when the newcomer is the camera (omitted otherwise).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        camera: bool,
     },
     #[serde(rename = "Room/Leave")]
     RoomLeave {

@@ -4,6 +4,12 @@
 //! its lock (never across an await), then hands each effect to the addressed
 //! client's channel. A client whose channel is full does not read its
 //! messages: it is cut off rather than allowed to grow memory or stall others.
+//!
+//! The camera's own client is different: it lives in this process, gets the
+//! hub's [`ServerMessage`]s as values (no JSON) through an unbounded channel
+//! ([`DeviceOutbound`]), sends parsed [`PeerMessage`]s, and is never cut off
+//! as too slow. Its queue is bounded in practice by the viewers' own rate
+//! limits and the room's size.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::hub::{Effect, Hub, HubConfig};
 use super::ids::ClientId;
-use super::protocol::{ErrorCode, ServerMessage};
+use super::protocol::{ErrorCode, PeerMessage, ServerMessage};
 
 /// Messages queued per client before it counts as too slow.
 pub const OUTBOX_CAPACITY: usize = 256;
@@ -29,9 +35,23 @@ pub enum Outbound {
     Close { message: Bytes, code: ErrorCode },
 }
 
+/// What the in-process camera client is told: typed, never serialised.
+#[derive(Debug, Clone)]
+pub enum DeviceOutbound {
+    Message(ServerMessage),
+    /// The hub dropped the camera client with this error.
+    Closed(ErrorCode),
+}
+
+/// Where a client's messages go.
+enum Outbox {
+    Socket(mpsc::Sender<Outbound>),
+    Device(mpsc::UnboundedSender<DeviceOutbound>),
+}
+
 struct State {
     hub: Hub,
-    outboxes: HashMap<ClientId, mpsc::Sender<Outbound>>,
+    outboxes: HashMap<ClientId, Outbox>,
 }
 
 /// The shared signaling state. Cheap to clone.
@@ -65,7 +85,7 @@ impl Relay {
         let id = ClientId::random();
         let effects = {
             let mut state = self.lock();
-            state.outboxes.insert(id, sender);
+            state.outboxes.insert(id, Outbox::Socket(sender));
             state.hub.connect(id, ip)
         };
         self.deliver(effects);
@@ -73,10 +93,29 @@ impl Relay {
     }
 
     /// Registers the in-process camera client (see [`Hub::set_device`]).
-    pub fn connect_device(&self) -> (ClientId, mpsc::Receiver<Outbound>) {
-        let (id, receiver) = self.connect(IpAddr::from([127, 0, 0, 1]));
-        self.lock().hub.set_device(id);
+    pub fn connect_device(&self) -> (ClientId, mpsc::UnboundedReceiver<DeviceOutbound>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let id = ClientId::random();
+        let effects = {
+            let mut state = self.lock();
+            state.outboxes.insert(id, Outbox::Device(sender));
+            let effects = state.hub.connect(id, IpAddr::from([127, 0, 0, 1]));
+            state.hub.set_device(id);
+            effects
+        };
+        self.deliver(effects);
         (id, receiver)
+    }
+
+    /// The camera client sent a message.
+    pub fn receive_from_device(&self, from: ClientId, message: PeerMessage) {
+        let effects = self.lock().hub.receive_message(from, message, Instant::now());
+        self.deliver(effects);
+    }
+
+    /// Whether the camera client is in its room.
+    pub fn device_in_room(&self) -> bool {
+        self.lock().hub.device_joined()
     }
 
     /// A client sent a WebSocket message.
@@ -128,24 +167,35 @@ impl Relay {
             return;
         }
         // Serialise outside the lock; take the lock once to look up senders.
-        let prepared: Vec<(ClientId, Outbound)> = effects
+        let prepared: Vec<(ClientId, Outbound, DeviceOutbound)> = effects
             .into_iter()
             .map(|effect| match effect {
-                Effect::Send { to, message } => (to, Outbound::Message(Bytes::from(message.to_json()))),
+                Effect::Send { to, message } => {
+                    (to, Outbound::Message(Bytes::from(message.to_json())), DeviceOutbound::Message(message))
+                }
                 Effect::Disconnect { client, code } => {
                     let message = Bytes::from(ServerMessage::error(code).to_json());
-                    (client, Outbound::Close { message, code })
+                    (client, Outbound::Close { message, code }, DeviceOutbound::Closed(code))
                 }
             })
             .collect();
         let mut too_slow = Vec::new();
         {
             let mut state = self.lock();
-            for (to, outbound) in prepared {
+            for (to, outbound, typed) in prepared {
                 let closing = matches!(outbound, Outbound::Close { .. });
-                let Some(sender) = state.outboxes.get(&to) else { continue };
-                if sender.try_send(outbound).is_err() {
-                    too_slow.push(to);
+                match state.outboxes.get(&to) {
+                    None => continue,
+                    Some(Outbox::Socket(sender)) => {
+                        if sender.try_send(outbound).is_err() {
+                            too_slow.push(to);
+                        }
+                    }
+                    // Never too slow: if the camera's task is gone the send
+                    // fails, and its supervisor starts a new one.
+                    Some(Outbox::Device(sender)) => {
+                        let _ = sender.send(typed);
+                    }
                 }
                 if closing {
                     // The hub has forgotten this client; dropping the sender

@@ -30,11 +30,11 @@ export async function freePort() {
 }
 
 /** Starts lookout; resolves once it logs its address. */
-export async function startLookout({ stateDir, port = 0, args = [] } = {}) {
+export async function startLookout({ stateDir, port = 0, camera = 'test-pattern', args = [] } = {}) {
   const dir = stateDir || mkdtempSync(join(tmpdir(), 'lookout-state-'));
   const child = spawn(LOOKOUT_BIN, [
     '--listen', `127.0.0.1:${port}`, '--state-dir', dir,
-    '--camera', 'test-pattern', '--webrtc-bind', '127.0.0.1', '--no-webrtc-mdns',
+    '--camera', camera, '--webrtc-bind', '127.0.0.1', '--no-webrtc-mdns',
     ...args,
   ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
   let log = '';

@@ -78,14 +78,7 @@ impl TestServer {
 
     /// Sends one HTTP/1.1 request over a fresh TLS connection; returns the response.
     pub async fn request(&self, method: &str, path: &str, extra_headers: &str) -> HttpResponse {
-        let mut tls = self.tls().await;
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra_headers}\r\n"
-        );
-        tls.write_all(request.as_bytes()).await.expect("write request");
-        let mut raw = Vec::new();
-        tokio::time::timeout(PROMPT, tls.read_to_end(&mut raw)).await.expect("response in time").ok();
-        HttpResponse::parse(&raw)
+        send_request(self.tls().await, method, path, extra_headers).await
     }
 
     /// A signaling client that has read its `Hello`.
@@ -157,6 +150,32 @@ impl RemoteServer {
         client.id = hello["client_id"].as_str().expect("Hello").to_owned();
         client
     }
+}
+
+impl RemoteServer {
+    /// `GET path` over a fresh TLS connection.
+    pub async fn get(&self, path: &str) -> HttpResponse {
+        let tcp = TcpStream::connect(self.addr).await.expect("TCP connect");
+        let connector = tokio_rustls::TlsConnector::from(tls_client_config(&self.identity, vec![]));
+        let name = ServerName::try_from("localhost").expect("server name");
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        send_request(tls, "GET", path, "").await
+    }
+}
+
+/// Sends one HTTP/1.1 request on `tls` and reads the response to the end.
+async fn send_request(
+    mut tls: TlsStream<TcpStream>,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+) -> HttpResponse {
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra_headers}\r\n");
+    tls.write_all(request.as_bytes()).await.expect("write request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(PROMPT, tls.read_to_end(&mut raw)).await.expect("response in time").ok();
+    HttpResponse::parse(&raw)
 }
 
 pub fn tls_client_config(identity: &Identity, alpn: Vec<Vec<u8>>) -> Arc<rustls::ClientConfig> {
