@@ -52,6 +52,10 @@ step "build the tests, lookout and lookout-provision"
 cargo test --workspace --locked --no-run
 step "Yocto layer and systemd integration checks"
 bash scripts/yocto-checks.sh target/debug/lookout
+if ! skip bitbake; then
+    step "real bitbake, offline: the layer parses and lookout-image resolves for every machine (docs/yocto.md)"
+    bash scripts/yocto/bitbake-check.sh ../shared/yocto-layers
+fi
 
 step "cargo test"
 cargo test --workspace --locked

@@ -60,21 +60,12 @@ python3 - <<'EOF' || fail "python3 >= 3.11 is required (tomllib)"
 import sys
 sys.exit(0 if sys.version_info >= (3, 11) else 1)
 EOF
-python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 echo "yocto-checks: $(systemd-analyze --version | head -n1), $(python3 --version), git $(git --version | cut -d' ' -f3)"
 
 step "setup: Python tools in ${VENV#"$REPO_ROOT"/} ($(grep -v '^#' "$REQUIREMENTS" | xargs))"
-REQ_STAMP="$VENV/.requirements.sha256"
-REQ_SUM="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
-if [ ! -x "$VENV/bin/python" ] || [ ! -f "$REQ_STAMP" ] || [ "$(cat "$REQ_STAMP")" != "$REQ_SUM" ]; then
-    rm -rf "$VENV"
-    mkdir -p "$(dirname "$VENV")"
-    python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-    echo "$REQ_SUM" > "$REQ_STAMP"
-else
-    echo "yocto-checks: already installed"
-fi
+# shellcheck source=lib/yocto-venv.sh
+. "$(dirname "$0")/lib/yocto-venv.sh"
+yocto_venv "$VENV" "$REQUIREMENTS"
 "$VENV/bin/oelint-adv" --version
 "$VENV/bin/kas" --version
 

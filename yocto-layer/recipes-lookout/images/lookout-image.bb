@@ -18,10 +18,12 @@ LOOKOUT_SSH_AUTHORIZED_KEYS ??= ""
 IMAGE_FEATURES += "read-only-rootfs"
 IMAGE_FEATURES += "${@'ssh-server-dropbear' if d.getVar('LOOKOUT_ENABLE_SSH') == '1' else ''}"
 
+# The machine's extra packages bring the kernel modules (meta-raspberrypi's
+# rpi-base.inc), the Wi-Fi firmware and the udev rules; its Bluetooth
+# firmware is left out while the distro opts out of Bluetooth.
 IMAGE_INSTALL = "\
     packagegroup-core-boot \
-    kernel-modules \
-    ${MACHINE_EXTRA_RRECOMMENDS} \
+    ${@lookout_machine_extras(d)} \
     e2fsprogs-e2fsck \
     lookout \
     lookout-network \
@@ -30,10 +32,20 @@ IMAGE_INSTALL = "\
 
 IMAGE_LINGUAS = ""
 
+def lookout_machine_extras(d):
+    """MACHINE_EXTRA_RRECOMMENDS without bluez-firmware-* unless DISTRO_FEATURES has bluetooth."""
+    extras = (d.getVar('MACHINE_EXTRA_RRECOMMENDS') or '').split()
+    if not bb.utils.contains('DISTRO_FEATURES', 'bluetooth', True, False, d):
+        extras = [p for p in extras if not p.startswith('bluez-firmware-')]
+    return ' '.join(extras)
+
 # A compressed disk image plus its block map: `bmaptool copy` writes only the
 # used blocks; Raspberry Pi Imager and dd take the .wic.xz as well.
 IMAGE_FSTYPES = "wic.xz wic.bmap"
 WKS_FILE = "lookout-sdimage.wks.in"
+# The Raspberry Pi firmware boots the kernel itself: wic needs its own tools
+# only, not oe-core's aarch64 default bootloaders (grub-efi, systemd-boot).
+WKS_FILE_DEPENDS = "${WKS_FILE_DEPENDS_DEFAULT}"
 LOOKOUT_BOOT_PART_SIZE ??= "128"
 LOOKOUT_DATA_PART_SIZE ??= "256"
 
