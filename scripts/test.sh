@@ -43,6 +43,9 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "rust-version is true of the lock file (cargo metadata)"
+python3 scripts/check-rust-version.py
+
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
