@@ -4,24 +4,33 @@
 #   1. installs the cross toolchain (Debian 12 packages, idempotent):
 #      rustc-web/cargo-web 1.96 from bookworm-security with the arm64 std,
 #      gcc/g++-aarch64-linux-gnu, qemu-system-aarch64 from bookworm-backports
-#   2. cross-builds `lookout` and `lookout-provision` (release) and the
-#      workspace's unit tests for aarch64-unknown-linux-gnu, in
-#      target/aarch64 (Debian's cargo-web, not rustup's toolchain)
+#   2. cross-builds libcamera 0.7 for arm64 once (scripts/libcamera.sh with
+#      LIBCAMERA_ARCH=arm64, cached in .ci-cache), then `lookout` with the
+#      `libcamera` feature, `lookout-provision` (release), the workspace's
+#      unit tests and the libcamera capture test for
+#      aarch64-unknown-linux-gnu, in target/aarch64, with Debian's cargo-web
+#      (rustup's toolchain has no aarch64 std here)
 #   3. boots an emulated aarch64 machine (scripts/aarch64/guest.sh) and runs
-#      the unit tests in it, as aarch64 code
+#      the unit tests and the capture test (libcamera's virtual camera) in
+#      it, as aarch64 code
 #   4. boots it again with a network link to a namespace on the host, runs
-#      the aarch64 `lookout` there (test pattern, 640x480) and has headless
-#      Chromium decode its stream (appliance/tests/browser/aarch64.spec.mjs)
+#      the aarch64 `lookout` there (test pattern, 640x480 at 10 fps) and has
+#      headless Chromium decode its stream and read the timestamp strip
+#      (appliance/tests/browser/aarch64.spec.mjs)
 #
 # Usage: scripts/aarch64.sh [build|unit|e2e|all]   (default all)
 # Needs root (packages, ip netns, tap). See docs/aarch64.md.
+# Environment (optional): AARCH64_TARGET_DIR (default target/aarch64),
+# AARCH64_UNIT_TIMEOUT / AARCH64_E2E_TIMEOUT (guest time limits, seconds),
+# LOOKOUT_PROVISION_BIN (host lookout-provision that makes the test identity;
+# default target/debug/lookout-provision, built when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 WHAT="${1:-all}"
 
 TARGET=aarch64-unknown-linux-gnu
-TARGET_DIR="$ROOT/target/aarch64"
+TARGET_DIR="${AARCH64_TARGET_DIR:-$ROOT/target/aarch64}"
 OUT="$TARGET_DIR/$TARGET/release"
 RUST_VERSION_DEB="1.96.0+dfsg1-1~deb12u2"
 WORK="$TARGET_DIR/guest-work"
@@ -60,7 +69,9 @@ esac
 [ ${#need[@]} -eq 0 ] || apt_private_install "${need[@]}"
 echo "  $(/usr/bin/rustc --version), $(aarch64-linux-gnu-gcc --version | head -n 1), $(qemu-system-aarch64 --version | head -n 1)"
 
-# Debian's Rust (not rustup's, which has no aarch64 std here).
+# Debian's Rust (not rustup's, which has no aarch64 std here). The host's
+# own cargo stays available for host tools.
+HOST_CARGO=$(command -v cargo || echo /usr/bin/cargo)
 export PATH="/usr/bin:$PATH" RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CARGO=/usr/bin/cargo
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
@@ -81,16 +92,11 @@ cp scripts/libcamera-virtual.yaml "$LIBCAMERA_PREFIX/share/libcamera/pipeline/vi
 export BINDGEN_EXTRA_CLANG_ARGS_aarch64_unknown_linux_gnu="--target=aarch64-linux-gnu"
 FEATURES=(--features lookout/libcamera)
 
-step "cross-building lookout (with libcamera) and lookout-provision (release, $TARGET)"
-xcargo build --workspace --bins "${FEATURES[@]}"
-for bin in lookout lookout-provision; do
-    file "$OUT/$bin" | grep -q 'ARM aarch64' || die "$OUT/$bin is not an aarch64 executable"
-done
-neon=$(aarch64-linux-gnu-nm "$OUT/lookout" | grep -c '_AArch64_neon$' || true)
-echo "  lookout holds $neon of openh264's *_AArch64_neon routines"
-[ "$neon" -gt 100 ] || die "openh264's NEON assembly is missing from the aarch64 lookout ($neon routines)"
-
-step "cross-building the workspace's unit tests and the libcamera capture test"
+# One build for the tests and `lookout`: cargo builds a package's binaries
+# for its integration tests, with the features the tests resolve (as
+# scripts/test.sh does for the x86-64 binary); a separate `cargo build` would
+# resolve other features and build the WebRTC stack twice.
+step "cross-building lookout (with libcamera), the unit tests and the capture test (release, $TARGET)"
 unit_tests=$(xcargo test --workspace --lib --test libcamera_capture --no-run "${FEATURES[@]}" --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -101,8 +107,17 @@ for line in sys.stdin:
     if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg.get("profile", {}).get("test"):
         print(msg["executable"])
 ')
-[ -n "$unit_tests" ] || die "cargo produced no unit-test executables"
+[ -n "$unit_tests" ] || die "cargo produced no test executables"
 echo "$unit_tests" | sed 's/^/  /'
+step "cross-building lookout-provision (release, $TARGET)"
+xcargo build -p lookout-provisioning --bin lookout-provision
+for bin in lookout lookout-provision; do
+    file "$OUT/$bin" | grep -q 'ARM aarch64' || die "$OUT/$bin is not an aarch64 executable"
+done
+neon=$(aarch64-linux-gnu-nm "$OUT/lookout" | grep -c '_AArch64_neon$' || true)
+echo "  lookout holds $neon of openh264's *_AArch64_neon routines"
+[ "$neon" -gt 100 ] || die "openh264's NEON assembly is missing from the aarch64 lookout ($neon routines)"
+
 [ "$WHAT" = build ] && exit 0
 
 # --- 3. the guest -----------------------------------------------------------
@@ -161,7 +176,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = e2e ]; then
     # The identity (room secret) is made on the host, so the test knows the
     # secret without the guest ever printing it.
     provision="${LOOKOUT_PROVISION_BIN:-$ROOT/target/debug/lookout-provision}"
-    [ -x "$provision" ] || (PATH="$HOME/.cargo/bin:$PATH" cargo build --locked -p lookout-provisioning --bin lookout-provision)
+    [ -x "$provision" ] || (env -u RUSTC -u RUSTDOC -u CARGO "$HOST_CARGO" build --locked -p lookout-provisioning --bin lookout-provision)
     "$provision" new --out "$e2e_dir/factory" --count 1 >/dev/null
     identity=$(ls "$e2e_dir"/factory/*/identity.json)
     rm -rf "$WORK" && mkdir -p "$WORK/state"

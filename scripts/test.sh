@@ -78,3 +78,8 @@ if ! skip libcamera; then
     step "libcamera source against libcamera's virtual camera (builds libcamera 0.7 once)"
     bash scripts/libcamera-test.sh
 fi
+
+if ! skip aarch64; then
+    step "aarch64: cross-build with libcamera, unit and capture tests in an emulated arm64 machine, Chromium decodes its stream"
+    bash scripts/aarch64.sh
+fi
