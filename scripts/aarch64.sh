@@ -175,8 +175,12 @@ if [ "$WHAT" = all ] || [ "$WHAT" = e2e ]; then
     trap e2e_cleanup EXIT
     # The identity (room secret) is made on the host, so the test knows the
     # secret without the guest ever printing it.
+    # scripts/test.sh has built it (its tests run it); alone, build it here.
     provision="${LOOKOUT_PROVISION_BIN:-$ROOT/target/debug/lookout-provision}"
-    [ -x "$provision" ] || (env -u RUSTC -u RUSTDOC -u CARGO "$HOST_CARGO" build --locked -p lookout-provisioning --bin lookout-provision)
+    if [ ! -x "$provision" ]; then
+        (env -u RUSTC -u RUSTDOC -u CARGO "$HOST_CARGO" build --locked -p lookout-provisioning --bin lookout-provision)
+        provision="$ROOT/target/debug/lookout-provision"
+    fi
     "$provision" new --out "$e2e_dir/factory" --count 1 >/dev/null
     identity=$(ls "$e2e_dir"/factory/*/identity.json)
     rm -rf "$WORK" && mkdir -p "$WORK/state"
