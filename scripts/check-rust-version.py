@@ -50,7 +50,7 @@ def main():
                 continue
             needs[f"{package['name']} {package['version']}"] = package["rust_version"]
     highest = max(needs.values(), key=version_key)
-    top = sorted((name for name, rv in needs.items() if rv == highest))
+    top = sorted(name for name, rv in needs.items() if version_key(rv) == version_key(highest))
     print(f"workspace rust-version: {claimed}; highest rust-version of the locked dependencies: "
           f"{highest} ({', '.join(top)})")
     if version_key(claimed) < version_key(highest):
