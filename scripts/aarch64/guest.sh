@@ -107,14 +107,17 @@ guest_run() {
         net=(-nic none)
     fi
     echo "guest: booting (qemu-system-aarch64 -M virt -cpu cortex-a72 -smp $GUEST_CPUS -m $GUEST_MEM; timeout ${timeout}s; console: $log)"
-    local status=0
+    local status=0 errexit=0
+    [[ $- == *e* ]] && errexit=1
+    set +e
     "${wrap[@]}" timeout -k 10 "$timeout" qemu-system-aarch64 \
         -M virt -cpu cortex-a72 -accel tcg,thread=multi -smp "$GUEST_CPUS" -m "$GUEST_MEM" \
         -nographic -no-reboot -serial mon:stdio \
         -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRAMFS" -append "$append" \
         -drive "file=$image,format=raw,if=virtio" -device virtio-rng-pci "${net[@]}" \
-        </dev/null 2>&1 | tee "$log" || true
+        </dev/null 2>&1 | tee "$log"
     status=${PIPESTATUS[0]}
+    [ "$errexit" -eq 0 ] || set -e
     [ "$status" -eq 124 ] && { echo "guest: TIMEOUT after ${timeout}s" >&2; return 124; }
     local exit_line
     exit_line=$(tr -d '\r' <"$log" | sed -n 's/^LOOKOUT-GUEST-EXIT=\([0-9]*\)$/\1/p' | tail -n 1)
