@@ -113,6 +113,8 @@ apt_private_setup() {
 apt_private_install() {
     DEBIAN_FRONTEND=noninteractive $_APT_PRIV_SUDO apt-get "${APT_PRIVATE_OPTS[@]}" \
         install -y -qq --no-install-recommends "$@"
+    # The downloaded .deb files are not worth keeping in a CI cache.
+    $_APT_PRIV_SUDO apt-get "${APT_PRIVATE_OPTS[@]}" clean
 }
 
 # apt_private_download DIR SPEC...: downloads .deb files into DIR (no install).
