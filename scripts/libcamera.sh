@@ -94,62 +94,11 @@ if [ -f "$STAMP" ] && [ -f "$PREFIX/lib/pkgconfig/libcamera.pc" ]; then
 fi
 
 # --- private apt configuration for the newer suite's source ------------------
-# Finds the URI of the machine's Debian archive entry: the first entry (deb822
-# .sources or one-line .list) of type deb for the suite "bookworm" with
-# component main. Prints "URI<TAB>signed-by" (signed-by may be empty).
-find_debian_mirror() {
-    python3 - /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources <<'PY'
-import os, re, sys
-
-def entries():
-    for path in sys.argv[1:]:
-        if not os.path.isfile(path):
-            continue
-        text = open(path, encoding="utf-8", errors="replace").read()
-        if path.endswith(".sources"):
-            for para in re.split(r"\n\s*\n", text):
-                fields = {}
-                key = None
-                for line in para.splitlines():
-                    if line.startswith("#") or not line.strip():
-                        continue
-                    if line[0] in " \t" and key:
-                        fields[key] += " " + line.strip()
-                        continue
-                    key, _, value = line.partition(":")
-                    key = key.strip().lower()
-                    fields[key] = value.strip()
-                if fields.get("enabled", "yes").lower() == "no":
-                    continue
-                for uri in fields.get("uris", "").split():
-                    yield (fields.get("types", "").split(), uri, fields.get("suites", "").split(),
-                           fields.get("components", "").split(), fields.get("signed-by", ""))
-        else:
-            for line in text.splitlines():
-                line = line.split("#", 1)[0].strip()
-                if not line:
-                    continue
-                signed_by = ""
-                m = re.match(r"^(deb(?:-src)?)\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)\s*(.*)$", line)
-                if not m:
-                    continue
-                for opt in (m.group(2) or "").split():
-                    k, _, v = opt.partition("=")
-                    if k == "signed-by":
-                        signed_by = v
-                yield ([m.group(1)], m.group(3), [m.group(4)], m.group(5).split(), signed_by)
-
-for types, uri, suites, components, signed_by in entries():
-    if "deb" in types and "bookworm" in suites and "main" in components:
-        # A multi-line Signed-By holds an inline key; only a file path is reusable.
-        if signed_by and not signed_by.startswith("/"):
-            signed_by = ""
-        print(f"{uri}\t{signed_by}")
-        break
-else:
-    sys.exit("no 'deb ... bookworm main' entry in the apt sources")
-PY
-}
+# The URI of the machine's Debian archive entry (`deb ... bookworm main`),
+# as "URI<TAB>signed-by" (signed-by may be empty): scripts/lib/apt-private.sh.
+# shellcheck source=lib/apt-private.sh
+. "$ROOT/scripts/lib/apt-private.sh"
+find_debian_mirror() { apt_find_uri bookworm; }
 
 APT_OPTS=(
     -o "Dir::Etc::SourceList=/dev/null"
