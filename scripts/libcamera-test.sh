@@ -34,26 +34,7 @@ mkdir -p "$virtual_dir"
 # libcamera reads this from its compiled-in data directory (the prefix).
 # Colour bars, because the test checks where the colours land; the sizes are
 # the ones the test asks for (the camera grants only listed sizes).
-cat >"$virtual_dir/virtual.yaml" <<'EOF'
-# Written by scripts/libcamera-test.sh: the camera appliance/tests/libcamera_capture.rs uses.
-%YAML 1.1
----
-"Virtual0":
-  supported_formats:
-  - width: 1280
-    height: 720
-    frame_rates:
-    - 30
-    - 60
-  - width: 640
-    height: 480
-    frame_rates:
-    - 30
-    - 60
-  test_pattern: "bars"
-  location: "CameraLocationFront"
-  model: "Lookout CI virtual camera"
-EOF
+cp scripts/libcamera-virtual.yaml "$virtual_dir/virtual.yaml"
 cat "$virtual_dir/virtual.yaml"
 
 # libcamera logs every camera start at INFO; warnings and errors are enough.

@@ -25,16 +25,22 @@
 #   LIBCAMERA_SUITES   Debian suites to look in (default "trixie forky sid")
 #   LIBCAMERA_SERIES   version series accepted (default 0.7)
 #   JOBS               parallel compile jobs (default: number of cores)
+#   LIBCAMERA_ARCH     arm64: cross-build for aarch64 (scripts/aarch64.sh) with
+#                      the aarch64-linux-gnu toolchain and arm64 build
+#                      dependencies (multiarch); prefix .ci-cache/libcamera-arm64-prefix,
+#                      env file .ci-cache/libcamera-arm64.env. Default: the machine's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 CACHE="$ROOT/.ci-cache"
-PREFIX="${LIBCAMERA_PREFIX:-$CACHE/libcamera-prefix}"
+ARCH="${LIBCAMERA_ARCH:-}"
+[ -z "$ARCH" ] || [ "$ARCH" = arm64 ] || { echo "libcamera.sh: LIBCAMERA_ARCH must be empty or arm64" >&2; exit 1; }
+PREFIX="${LIBCAMERA_PREFIX:-$CACHE/libcamera${ARCH:+-$ARCH}-prefix}"
 SRC_ROOT="$CACHE/libcamera-src"
 APT_DIR="$CACHE/apt"
 MESON_VENV="$CACHE/meson-venv"
-ENV_FILE="$CACHE/libcamera.env"
+ENV_FILE="$CACHE/libcamera${ARCH:+-$ARCH}.env"
 STAMP="$PREFIX/.lookout-libcamera"
 SUITES="${LIBCAMERA_SUITES:-trixie forky sid}"
 SERIES="${LIBCAMERA_SERIES:-0.7}"
@@ -54,6 +60,8 @@ export LIBCAMERA_PREFIX="$PREFIX"
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig\${PKG_CONFIG_PATH:+:\$PKG_CONFIG_PATH}"
 export LD_LIBRARY_PATH="$PREFIX/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 EOF
+    # A cross build: pkg-config (the pkg-config crate) must accept it.
+    [ -z "$ARCH" ] || echo 'export PKG_CONFIG_ALLOW_CROSS=1' >>"$ENV_FILE"
     step "environment (also in ${ENV_FILE#"$ROOT"/}; source it):"
     sed -n 's/^export /  export /p' "$ENV_FILE"
 }
@@ -66,6 +74,9 @@ EOF
 step "checking build dependencies"
 apt_install dpkg-dev meson ninja-build python3-jinja2 python3-ply python3-yaml python3-venv \
     libyaml-dev libyuv-dev libgnutls28-dev pkg-config g++ libclang-dev
+# Multiarch: the arm64 libraries libcamera links, next to the amd64 ones.
+[ "$ARCH" != arm64 ] || apt_install gcc-aarch64-linux-gnu g++-aarch64-linux-gnu \
+    libyaml-dev:arm64 libyuv-dev:arm64 libssl-dev:arm64
 
 # --- already installed? -----------------------------------------------------
 # The stamp records the version and the prefix it was configured for (the
@@ -83,62 +94,11 @@ if [ -f "$STAMP" ] && [ -f "$PREFIX/lib/pkgconfig/libcamera.pc" ]; then
 fi
 
 # --- private apt configuration for the newer suite's source ------------------
-# Finds the URI of the machine's Debian archive entry: the first entry (deb822
-# .sources or one-line .list) of type deb for the suite "bookworm" with
-# component main. Prints "URI<TAB>signed-by" (signed-by may be empty).
-find_debian_mirror() {
-    python3 - /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources <<'PY'
-import os, re, sys
-
-def entries():
-    for path in sys.argv[1:]:
-        if not os.path.isfile(path):
-            continue
-        text = open(path, encoding="utf-8", errors="replace").read()
-        if path.endswith(".sources"):
-            for para in re.split(r"\n\s*\n", text):
-                fields = {}
-                key = None
-                for line in para.splitlines():
-                    if line.startswith("#") or not line.strip():
-                        continue
-                    if line[0] in " \t" and key:
-                        fields[key] += " " + line.strip()
-                        continue
-                    key, _, value = line.partition(":")
-                    key = key.strip().lower()
-                    fields[key] = value.strip()
-                if fields.get("enabled", "yes").lower() == "no":
-                    continue
-                for uri in fields.get("uris", "").split():
-                    yield (fields.get("types", "").split(), uri, fields.get("suites", "").split(),
-                           fields.get("components", "").split(), fields.get("signed-by", ""))
-        else:
-            for line in text.splitlines():
-                line = line.split("#", 1)[0].strip()
-                if not line:
-                    continue
-                signed_by = ""
-                m = re.match(r"^(deb(?:-src)?)\s+(?:\[([^\]]*)\]\s+)?(\S+)\s+(\S+)\s*(.*)$", line)
-                if not m:
-                    continue
-                for opt in (m.group(2) or "").split():
-                    k, _, v = opt.partition("=")
-                    if k == "signed-by":
-                        signed_by = v
-                yield ([m.group(1)], m.group(3), [m.group(4)], m.group(5).split(), signed_by)
-
-for types, uri, suites, components, signed_by in entries():
-    if "deb" in types and "bookworm" in suites and "main" in components:
-        # A multi-line Signed-By holds an inline key; only a file path is reusable.
-        if signed_by and not signed_by.startswith("/"):
-            signed_by = ""
-        print(f"{uri}\t{signed_by}")
-        break
-else:
-    sys.exit("no 'deb ... bookworm main' entry in the apt sources")
-PY
-}
+# The URI of the machine's Debian archive entry (`deb ... bookworm main`),
+# as "URI<TAB>signed-by" (signed-by may be empty): scripts/lib/apt-private.sh.
+# shellcheck source=lib/apt-private.sh
+. "$ROOT/scripts/lib/apt-private.sh"
+find_debian_mirror() { apt_find_uri bookworm; }
 
 APT_OPTS=(
     -o "Dir::Etc::SourceList=/dev/null"
@@ -206,7 +166,31 @@ fi
 echo "  meson $($MESON --version) (libcamera needs >= $need_meson)"
 
 # --- configure, build, install ----------------------------------------------
-build_dir="$src_dir/build-lookout"
+build_dir="$src_dir/build-lookout${ARCH:+-$ARCH}"
+cross=()
+if [ "$ARCH" = arm64 ]; then
+    mkdir -p "$CACHE"
+    cat >"$CACHE/meson-cross-arm64.ini" <<'EOF'
+# Written by scripts/libcamera.sh: Debian's aarch64-linux-gnu cross toolchain.
+[binaries]
+c = 'aarch64-linux-gnu-gcc'
+cpp = 'aarch64-linux-gnu-g++'
+ar = 'aarch64-linux-gnu-ar'
+strip = 'aarch64-linux-gnu-strip'
+pkg-config = 'pkg-config'
+pkgconfig = 'pkg-config'
+
+[properties]
+pkg_config_libdir = ['/usr/lib/aarch64-linux-gnu/pkgconfig', '/usr/share/pkgconfig']
+
+[host_machine]
+system = 'linux'
+cpu_family = 'aarch64'
+cpu = 'cortex-a72'
+endian = 'little'
+EOF
+    cross=(--cross-file "$CACHE/meson-cross-arm64.ini")
+fi
 # libcamera's build runs `python3` from PATH and imports jinja2, ply and yaml;
 # those are Debian's python3-* packages, so Debian's python3 must win over any
 # other interpreter on PATH (pyenv shims, venvs).
@@ -215,7 +199,7 @@ step "configuring (pipelines virtual,uvcvideo; no IPAs, apps, docs, tests, bindi
 rm -rf "$build_dir"
 # --wrap-mode=nodownload: never fetch subprojects; everything comes from Debian.
 nice -n 10 "$MESON" setup "$build_dir" "$src_dir" \
-    --prefix="$PREFIX" --libdir=lib --buildtype=release --wrap-mode=nodownload \
+    "${cross[@]}" --prefix="$PREFIX" --libdir=lib --buildtype=release --wrap-mode=nodownload \
     -Dpipelines=virtual,uvcvideo -Dipas= \
     -Dcam=disabled -Dqcam=disabled -Dlc-compliance=disabled \
     -Ddocumentation=disabled -Dtest=false -Dgstreamer=disabled -Dv4l2=disabled \

@@ -43,6 +43,9 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "rust-version is true of the lock file (cargo metadata)"
+python3 scripts/check-rust-version.py
+
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -85,4 +88,9 @@ fi
 if ! skip libcamera; then
     step "libcamera source against libcamera's virtual camera (builds libcamera 0.7 once)"
     bash scripts/libcamera-test.sh
+fi
+
+if ! skip aarch64; then
+    step "aarch64: cross-build with libcamera, unit and capture tests in an emulated arm64 machine, Chromium decodes its stream"
+    bash scripts/aarch64.sh
 fi
