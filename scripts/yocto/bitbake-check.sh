@@ -111,6 +111,14 @@ else
         | tar -xf - -C "$WORK/src/lookout"
 fi
 mkdir -p "$WORK/build" "$WORK/home"
+# A cache carried over from a checkout elsewhere (a moved or copied
+# .ci-cache) remembers its old TMPDIR, and OE's sanity check then refuses to
+# parse: the parse cache is only a cache, so start it afresh.
+saved_tmpdir="$WORK/build/tmp/saved_tmpdir"
+if [ -f "$saved_tmpdir" ] && [ "$(cat "$saved_tmpdir")" != "$WORK/build/tmp" ]; then
+    echo "bitbake-check: the parse cache was made in $(cat "$saved_tmpdir"); starting it afresh here"
+    rm -rf "$WORK/build/tmp"
+fi
 "$PY" "$YOCTO_SCRIPTS/bitbake-check.py" conf "$REPO_ROOT/yocto-layer/kas/${MACHINES[0]}.yml" \
     "$WORK/layers" "$WORK/src/lookout" "$WORK/build" || fail "could not generate the build configuration"
 
