@@ -25,6 +25,10 @@ skip() {
     return 1
 }
 
+# A CI run builds once from scratch: incremental state would only fill the
+# disk (about 4 GB for the test binaries).
+[ "${CI:-}" = "true" ] && export CARGO_INCREMENTAL=0
+
 # shellcheck source=lib/apt.sh
 . scripts/lib/apt.sh
 

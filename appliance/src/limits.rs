@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::netlog::{NetEvent, NetworkLog};
 use crate::sources::ipv6_slash64;
 
 /// The caps of one budget.
@@ -86,6 +87,24 @@ impl Budget {
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Budget::try_acquire`], with what happened counted in the network
+    /// log: an eviction against the evicted address, a refusal against `ip`.
+    /// `None` means refused; the caller drops the connection.
+    pub fn admit(&self, ip: IpAddr, log: &NetworkLog) -> Option<ConnectionPermit> {
+        match self.try_acquire(ip) {
+            Ok((permit, admission)) => {
+                if let Some(evicted) = admission.evicted {
+                    log.count(NetEvent::ConnectionEvicted, evicted);
+                }
+                Some(permit)
+            }
+            Err(_) => {
+                log.count(NetEvent::ConnectionRefused, ip);
+                None
+            }
+        }
     }
 
     /// Admits a connection from `ip`, evicting older evictable ones where a

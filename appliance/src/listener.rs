@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::limits::{Budget, ConnectionPermit};
-use crate::netlog::{NetEvent, NetworkLog};
+use crate::netlog::NetworkLog;
 
 /// The answer to one request.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
@@ -66,17 +66,8 @@ impl Listener {
                     continue;
                 }
             };
-            let permit = match self.budget.try_acquire(peer.ip()) {
-                Ok((permit, admission)) => {
-                    if let Some(ip) = admission.evicted {
-                        self.log.count(NetEvent::ConnectionEvicted, ip);
-                    }
-                    permit
-                }
-                Err(_) => {
-                    self.log.count(NetEvent::ConnectionRefused, peer.ip());
-                    continue; // dropping `tcp` closes it
-                }
+            let Some(permit) = self.budget.admit(peer.ip(), &self.log) else {
+                continue; // dropping `tcp` closes it
             };
             let connection = Connection {
                 peer,

@@ -15,17 +15,16 @@ use lookout_provisioning::{DeviceId, Identity};
 
 /// `lookout` on 127.0.0.1 with `state` as its state folder and no boot partition.
 fn lookout(state: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    command
-        .args(["--listen", "127.0.0.1:0", "--no-camera", "--no-mdns", "--log", "info"])
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--boot-identity-dir")
-        .arg(state.join("no-boot-partition"))
-        .env_remove("RUST_LOG")
-        .env_remove("LOOKOUT_LOG")
-        .env("NO_COLOR", "1");
-    command
+    common::server_only_command(state, &state.join("no-boot-partition"))
+}
+
+/// Starts `lookout` once in `state` so that it creates an identity, stops
+/// it, and returns the identity's path.
+fn identity_of_a_first_start(state: &Path) -> std::path::PathBuf {
+    let mut first = common::LookoutProcess::spawn(lookout(state));
+    first.wait_for_addr("serving HTTPS");
+    first.terminate();
+    state.join("identity.json")
 }
 
 /// Temporary files of identity writes in `dir`.
@@ -114,10 +113,7 @@ fn kill_9_at_random_moments_of_the_first_start_never_leaves_a_secret_behind() {
 fn an_identity_readable_by_others_is_made_private_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut first = common::LookoutProcess::spawn(lookout(&state));
-    first.wait_for_addr("serving HTTPS");
-    first.terminate();
-    let path = state.join("identity.json");
+    let path = identity_of_a_first_start(&state);
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let mut second = common::LookoutProcess::spawn(lookout(&state));
@@ -131,10 +127,7 @@ fn an_identity_readable_by_others_is_made_private_with_a_warning() {
 fn an_unreadable_identity_is_a_fatal_error_about_permissions() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let mut first = common::LookoutProcess::spawn(lookout(&state));
-    first.wait_for_addr("serving HTTPS");
-    first.terminate();
-    let path = state.join("identity.json");
+    let path = identity_of_a_first_start(&state);
     let before = std::fs::read(&path).unwrap();
 
     // The identity stays 0600 and owned by us; lookout runs as another

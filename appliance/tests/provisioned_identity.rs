@@ -7,7 +7,6 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use lookout_provisioning::{DeviceId, Identity, IDENTITY_FILE_NAME};
@@ -29,14 +28,7 @@ impl Lookout {
     /// Starts `lookout` on 127.0.0.1 and waits for the log line that carries
     /// `marker` and the bound address.
     fn start(state: &Path, boot: &Path, marker: &'static str) -> Lookout {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
-        command
-            .args(["--listen", "127.0.0.1:0", "--no-camera", "--no-mdns", "--log", "info"])
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--boot-identity-dir")
-            .arg(boot);
-        let process = common::LookoutProcess::spawn(command);
+        let process = common::LookoutProcess::spawn(common::server_only_command(state, boot));
         let addr = process.wait_for_addr(marker);
         Lookout { _process: process, addr }
     }

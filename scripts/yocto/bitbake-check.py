@@ -136,6 +136,18 @@ def check_pins(archive_dir, kas_dir=KAS_DIR):
     return result
 
 
+def must_fail(run, needle, what):
+    """Self-test step: `run` must raise CheckFailed, and its message must name `needle`."""
+    try:
+        run()
+    except CheckFailed as e:
+        if needle not in str(e):
+            raise CheckFailed(f"self-test: {what} failed without naming {needle!r}: {e}")
+        say(f"self-test: {what} fails: {e}")
+    else:
+        raise CheckFailed(f"self-test: {what} passed the check")
+
+
 def pins_selftest(archive_dir):
     """Break a copy of the pins and of the sums: the check must fail and name the layer."""
     tmp = tempfile.mkdtemp(prefix="bitbake-check-selftest-")
@@ -151,14 +163,7 @@ def pins_selftest(archive_dir):
             f.write(broken)
         # kas resolves includes relative to the repository of the top file.
         subprocess.run(["git", "init", "-q", tmp], check=True)
-        try:
-            check_pins(archive_dir, kas_copy)
-        except CheckFailed as e:
-            if "layer meta-raspberrypi" not in str(e):
-                raise CheckFailed(f"self-test: a broken meta-raspberrypi pin failed without naming it: {e}")
-            say(f"self-test: a broken pin fails: {e}")
-        else:
-            raise CheckFailed("self-test: a broken meta-raspberrypi pin passed the pin check")
+        must_fail(lambda: check_pins(archive_dir, kas_copy), "layer meta-raspberrypi", "a broken meta-raspberrypi pin")
 
         archives = os.path.join(tmp, "archives")
         os.mkdir(archives)
@@ -170,14 +175,7 @@ def pins_selftest(archive_dir):
         target = next(line for line in sums.splitlines() if "meta-yocto-" in line)
         with open(os.path.join(archives, "SHA256SUMS"), "w", encoding="utf-8") as f:
             f.write(sums.replace(target, "0" * 64 + target[64:]))
-        try:
-            check_pins(archives)
-        except CheckFailed as e:
-            if "meta-yocto-" not in str(e):
-                raise CheckFailed(f"self-test: a wrong sum failed without naming the archive: {e}")
-            say(f"self-test: a wrong sum fails: {e}")
-        else:
-            raise CheckFailed("self-test: a wrong sum in SHA256SUMS passed the check")
+        must_fail(lambda: check_pins(archives), "meta-yocto-", "a wrong sum in SHA256SUMS")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

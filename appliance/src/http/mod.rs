@@ -143,13 +143,7 @@ fn healthz(state: &AppState) -> Response<Body> {
         "camera_peer_in_room": state.relay.device_in_room(),
         "error": status.error,
     });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    add_security_headers(headers);
-    response
+    json(StatusCode::SERVICE_UNAVAILABLE, &body)
 }
 
 fn info(state: &AppState) -> Response<Body> {
@@ -166,7 +160,13 @@ fn info(state: &AppState) -> Response<Body> {
         "camera_peer_in_room": state.camera.as_ref().map(|_| state.relay.device_in_room()),
         "cameras": state.nearby.list(),
     });
+    json(StatusCode::OK, &body)
+}
+
+/// A JSON body that is never cached (it describes the camera right now).
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -206,20 +206,8 @@ fn upgrade(request: Request<Incoming>, state: Arc<AppState>, peer: SocketAddr) -
         state.log.count(NetEvent::ForeignOrigin, peer.ip());
         return text(StatusCode::FORBIDDEN, "only the camera's own page may open /signal\n");
     }
-    let permit = match state.signaling.try_acquire(peer.ip()) {
-        Ok((permit, admission)) => {
-            if let Some(ip) = admission.evicted {
-                state.log.count(NetEvent::ConnectionEvicted, ip);
-            }
-            permit
-        }
-        Err(_) => {
-            state.log.count(NetEvent::ConnectionRefused, peer.ip());
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many signaling connections; try again later\n",
-            );
-        }
+    let Some(permit) = state.signaling.admit(peer.ip(), &state.log) else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "too many signaling connections; try again later\n");
     };
     let accept = derive_accept_key(key.as_bytes());
     let websocket_config = state.connection.websocket_config();

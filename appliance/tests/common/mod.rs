@@ -319,6 +319,24 @@ pub fn room(byte: &str) -> String {
     byte.repeat(32)
 }
 
+/// `lookout` as a server only (no camera, no mDNS) on 127.0.0.1, port
+/// chosen by the system, with `state` as its state folder and `boot` as the
+/// boot partition's identity folder; logs at `info`, whatever the
+/// environment of the test run says.
+pub fn server_only_command(state: &std::path::Path, boot: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--no-camera", "--no-mdns", "--log", "info"])
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--boot-identity-dir")
+        .arg(boot)
+        .env_remove("RUST_LOG")
+        .env_remove("LOOKOUT_LOG")
+        .env("NO_COLOR", "1");
+    command
+}
+
 /// A `lookout` process a test started: its log is collected as it runs, and
 /// it is killed (by its PID) when dropped.
 pub struct LookoutProcess {
