@@ -11,7 +11,8 @@
 
   const $ = (id) => document.getElementById(id);
   const ui = {
-    player: $('player'), video: $('video'), state: $('state'), overlay: $('overlay'),
+    player: $('player'), stage: $('stage'), video: $('video'), state: $('state'), overlay: $('overlay'),
+    controls: $('controls'), btnPlay: $('btn-play'), btnRemembered: $('btn-remembered'),
     message: $('message'), messageTitle: $('message-title'), messageText: $('message-text'),
     form: $('secret-form'), input: $('secret-input'), remember: $('remember'), formError: $('secret-error'),
     btnStats: $('btn-stats'), btnSnapshot: $('btn-snapshot'), btnFullscreen: $('btn-fullscreen'), btnForget: $('btn-forget'),
@@ -35,6 +36,7 @@
     get reconnects() { return session.reconnects; },
     get pc() { return session.pc; },
     get timeline() { return session.timeline.slice(); },
+    get wakeLock() { return wake.state; },
   };
 
   function mark(event) {
@@ -70,8 +72,9 @@
   }
 
   function updateRememberButton() {
-    const isRemembered = session.room && remembered() === session.room;
-    ui.btnForget.textContent = isRemembered ? 'Forget' : 'Remember';
+    const isRemembered = Boolean(session.room) && remembered() === session.room;
+    ui.btnForget.querySelector('.label').textContent = isRemembered ? 'Forget' : 'Remember';
+    ui.btnForget.classList.toggle('remembered', isRemembered);
     ui.btnForget.title = isRemembered ? 'Forget this camera on this device' : 'Remember this camera on this device';
   }
 
@@ -83,6 +86,9 @@
     ui.message.hidden = true;
     ui.form.hidden = false;
     ui.formError.textContent = error || '';
+    // A camera remembered on this device is offered, never used in place of
+    // the secret the visitor brought.
+    ui.btnRemembered.hidden = !remembered();
     ui.input.focus();
   }
 
@@ -97,6 +103,7 @@
     session.phase = phase;
     ui.state.textContent = text;
     document.body.dataset.phase = phase;
+    followPhase(phase);
   }
 
   // ---- signaling -----------------------------------------------------------
@@ -382,8 +389,17 @@
     }
     lastBytes = { bytes: inbound.bytesReceived, timestamp: inbound.timestamp };
     $('stat-rtt').textContent = pair && pair.currentRoundTripTime != null ? `${Math.round(pair.currentRoundTripTime * 1000)} ms` : '–';
+    // Short enough for a phone: the codec and its H.264 profile-level-id; the
+    // whole fmtp line is in the tooltip.
     const codec = codecs.get(inbound.codecId);
-    $('stat-codec').textContent = codec ? `${codec.mimeType.replace('video/', '')} ${codec.sdpFmtpLine || ''}`.trim() : '–';
+    const cell = $('stat-codec');
+    if (codec) {
+      const profile = /profile-level-id=([0-9a-f]{6})/i.exec(codec.sdpFmtpLine || '');
+      cell.textContent = `${codec.mimeType.replace('video/', '')}${profile ? ` ${profile[1]}` : ''}`;
+      cell.title = codec.sdpFmtpLine || '';
+    } else {
+      cell.textContent = '–';
+    }
   }
 
   ui.btnStats.addEventListener('click', () => {
@@ -414,14 +430,53 @@
     }, 'image/png');
   });
 
+  // Full screen: the player (video and controls) where the document API
+  // exists; iPhone Safari has none, only the video element's own player.
+  const fullscreenElement = () => document.fullscreenElement || document.webkitFullscreenElement || null;
+
   ui.btnFullscreen.addEventListener('click', () => {
-    if (document.fullscreenElement) document.exitFullscreen();
-    else if (ui.player.requestFullscreen) ui.player.requestFullscreen();
-    else if (ui.video.webkitEnterFullscreen) ui.video.webkitEnterFullscreen(); // iOS Safari
+    if (fullscreenElement()) {
+      (document.exitFullscreen || document.webkitExitFullscreen).call(document);
+    } else if (ui.player.requestFullscreen) {
+      ui.player.requestFullscreen({ navigationUI: 'hide' }).then(lockToPicture, () => videoFullscreen());
+    } else if (ui.player.webkitRequestFullscreen) {
+      ui.player.webkitRequestFullscreen();
+    } else {
+      videoFullscreen();
+    }
   });
+
+  function videoFullscreen() {
+    if (ui.video.webkitEnterFullscreen) ui.video.webkitEnterFullscreen();
+  }
+
+  // A landscape picture turns the phone sideways in full screen (Android;
+  // elsewhere the lock is refused and nothing happens).
+  function lockToPicture() {
+    const { videoWidth: width, videoHeight: height } = ui.video;
+    if (!width || !screen.orientation || !screen.orientation.lock) return;
+    screen.orientation.lock(width >= height ? 'landscape' : 'portrait').catch(() => {});
+  }
+
+  function onFullscreenChange() {
+    const active = Boolean(fullscreenElement());
+    ui.btnFullscreen.setAttribute('aria-pressed', String(active));
+    ui.btnFullscreen.title = active ? 'Leave full screen' : 'Full screen';
+    if (!active && screen.orientation && screen.orientation.unlock) {
+      try { screen.orientation.unlock(); } catch (_) { /* not locked */ }
+    }
+  }
+  document.addEventListener('fullscreenchange', onFullscreenChange);
+  document.addEventListener('webkitfullscreenchange', onFullscreenChange);
 
   ui.btnForget.addEventListener('click', () => {
     setRemembered(remembered() === session.room ? null : session.room);
+  });
+
+  ui.btnRemembered.addEventListener('click', () => {
+    const secret = remembered();
+    if (secret) start(secret);
+    else showForm('');
   });
 
   ui.form.addEventListener('submit', (event) => {
@@ -436,6 +491,94 @@
     start(secret);
   });
 
+  // ---- the picture on a phone ------------------------------------------------
+
+  // The video box keeps the stream's aspect (style.css reads --aspect).
+  ui.video.addEventListener('resize', () => {
+    const { videoWidth: width, videoHeight: height } = ui.video;
+    if (width && height) ui.player.style.setProperty('--aspect', `${width} / ${height}`);
+  });
+
+  // Muted inline video may start on its own on iOS and Android; should a
+  // browser still refuse, one tap starts it.
+  ui.video.addEventListener('loadedmetadata', () => {
+    ui.video.muted = true;
+    const playing = ui.video.play();
+    if (playing && playing.catch) {
+      playing.then(() => { ui.btnPlay.hidden = true; }, (error) => {
+        if (error && error.name === 'NotAllowedError') ui.btnPlay.hidden = false;
+      });
+    }
+  });
+  ui.btnPlay.addEventListener('click', () => {
+    ui.btnPlay.hidden = true;
+    ui.video.play().catch(() => { ui.btnPlay.hidden = false; });
+  });
+
+  // Keep the screen on while the camera shows (Screen Wake Lock API). The
+  // browser drops the lock when the page is hidden; it is taken again when the
+  // page returns and still plays. `window.lookout.wakeLock` reports the state.
+  const wake = { sentinel: null, state: 'wakeLock' in navigator ? 'idle' : 'unsupported', pending: false };
+
+  async function holdWakeLock() {
+    if (!('wakeLock' in navigator) || wake.sentinel || wake.pending) return;
+    if (document.visibilityState !== 'visible' || session.phase !== 'playing') return;
+    wake.pending = true;
+    try {
+      const sentinel = await navigator.wakeLock.request('screen');
+      wake.sentinel = sentinel;
+      wake.state = 'held';
+      sentinel.addEventListener('release', () => {
+        if (wake.sentinel !== sentinel) return;
+        wake.sentinel = null;
+        wake.state = 'released';
+      });
+      if (session.phase !== 'playing') releaseWakeLock();
+    } catch (error) {
+      wake.state = `refused: ${error && error.name}`;
+    } finally {
+      wake.pending = false;
+    }
+  }
+
+  function releaseWakeLock() {
+    const sentinel = wake.sentinel;
+    if (!sentinel) return;
+    wake.sentinel = null;
+    wake.state = 'released';
+    sentinel.release().catch(() => {});
+  }
+
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') holdWakeLock();
+  });
+
+  // On a short landscape screen the controls lie over the picture: they go
+  // after a few seconds of playing and come back on a tap (style.css hides
+  // them only there and only while playing).
+  const CONTROLS_HIDE_MS = 3000;
+  let hideTimer = null;
+
+  function showControls() {
+    ui.player.classList.remove('controls-hidden');
+    clearTimeout(hideTimer);
+    hideTimer = setTimeout(() => {
+      if (session.phase === 'playing' && !ui.controls.contains(document.activeElement)) ui.player.classList.add('controls-hidden');
+    }, CONTROLS_HIDE_MS);
+  }
+
+  ui.stage.addEventListener('click', (event) => {
+    if (event.target === ui.btnPlay) return;
+    if (ui.player.classList.contains('controls-hidden')) showControls();
+    else if (session.phase === 'playing') { clearTimeout(hideTimer); ui.player.classList.add('controls-hidden'); }
+  });
+  ui.controls.addEventListener('click', showControls);
+  ui.controls.addEventListener('focusin', showControls);
+
+  function followPhase(phase) {
+    if (phase === 'playing') { holdWakeLock(); showControls(); } else { releaseWakeLock(); ui.player.classList.remove('controls-hidden'); }
+  }
+
   // ---- other cameras on the LAN ----------------------------------------------
 
   // The camera lists the other Lookout cameras its mDNS sees; each link opens
@@ -448,6 +591,8 @@
     try {
       const response = await fetch('/api/info', { cache: 'no-store' });
       const info = await response.json();
+      // Named after the camera, as its page in the task switcher and on the home screen.
+      if (typeof info.hostname === 'string') document.title = `Lookout · ${info.hostname.replace(/\.local$/, '')}`;
       showNearby(Array.isArray(info.cameras) ? info.cameras : []);
     } catch (_) {
       // A convenience only: the video does not depend on it.
@@ -475,8 +620,21 @@
 
   // ---- start ---------------------------------------------------------------
 
-  const fromUrl = secretFromFragment();
-  if (fromUrl.present && !fromUrl.secret) showForm('The link does not hold a valid room secret.');
-  else if (fromUrl.secret || remembered()) start(fromUrl.secret || remembered());
-  else showForm('');
+  // The link (scanned or typed) wins over a camera remembered on this device.
+  function visit(fromUrl) {
+    if (fromUrl.present && !fromUrl.secret) showForm('The link does not hold a valid room secret.');
+    else if (fromUrl.secret || remembered()) start(fromUrl.secret || remembered());
+    else showForm('');
+  }
+
+  // A new #room= in the same tab is a fresh visit: leave the current camera.
+  window.addEventListener('hashchange', () => {
+    const fromUrl = secretFromFragment();
+    if (!fromUrl.present) return;
+    stop();
+    ui.video.srcObject = null;
+    visit(fromUrl);
+  });
+
+  visit(secretFromFragment());
 })();

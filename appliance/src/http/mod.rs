@@ -6,6 +6,7 @@
 //! | `/`, assets | GET, HEAD | embedded files from `web-assets/`        |
 //! | `/healthz`  | GET, HEAD | `ok`, or 503 with a JSON reason          |
 //! | `/api/info` | GET, HEAD | JSON: device, version, fingerprint       |
+//! | `/manifest.webmanifest` | GET, HEAD | web app manifest ([`manifest`]) |
 //! | `/signal`   | GET       | WebSocket upgrade (426 without one)      |
 //!
 //! Anything else is 404; a known path with another method is 405. An upgrade
@@ -13,6 +14,7 @@
 //! connection budget, with nothing in it that may make room, is 503.
 
 pub mod assets;
+pub mod manifest;
 pub mod origin;
 pub mod redirect;
 
@@ -78,6 +80,7 @@ pub async fn handle(request: Request<Incoming>, state: Arc<AppState>, peer: Sock
         "/signal" => method_not_allowed("GET"),
         "/healthz" => get_only(&method, || healthz(&state)),
         "/api/info" => get_only(&method, || info(&state)),
+        "/manifest.webmanifest" => get_only(&method, || web_app_manifest(&state)),
         _ => match assets::find(&path) {
             Some(asset) => get_only(&method, || page(asset)),
             None => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -161,6 +164,12 @@ fn info(state: &AppState) -> Response<Body> {
         "cameras": state.nearby.list(),
     });
     json(StatusCode::OK, &body)
+}
+
+fn web_app_manifest(state: &AppState) -> Response<Body> {
+    let mut response = json(StatusCode::OK, &manifest::manifest(&state.info));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(manifest::CONTENT_TYPE));
+    response
 }
 
 /// A JSON body that is never cached (it describes the camera right now).
