@@ -554,26 +554,36 @@
   });
 
   // On a short landscape screen the controls lie over the picture: they go
-  // after a few seconds of playing and come back on a tap (style.css hides
-  // them only there and only while playing).
+  // after a few seconds of playing and come back on a tap, a key or a mouse
+  // move. The media query is style.css's (keep the two alike).
   const CONTROLS_HIDE_MS = 3000;
+  const overlaid = window.matchMedia('(orientation: landscape) and (max-height: 540px)');
   let hideTimer = null;
+
+  function hideControls() {
+    clearTimeout(hideTimer);
+    if (overlaid.matches && session.phase === 'playing' && !ui.controls.contains(document.activeElement)) {
+      ui.player.classList.add('controls-hidden');
+    }
+  }
 
   function showControls() {
     ui.player.classList.remove('controls-hidden');
     clearTimeout(hideTimer);
-    hideTimer = setTimeout(() => {
-      if (session.phase === 'playing' && !ui.controls.contains(document.activeElement)) ui.player.classList.add('controls-hidden');
-    }, CONTROLS_HIDE_MS);
+    hideTimer = setTimeout(hideControls, CONTROLS_HIDE_MS);
   }
 
   ui.stage.addEventListener('click', (event) => {
     if (event.target === ui.btnPlay) return;
     if (ui.player.classList.contains('controls-hidden')) showControls();
-    else if (session.phase === 'playing') { clearTimeout(hideTimer); ui.player.classList.add('controls-hidden'); }
+    else hideControls();
   });
   ui.controls.addEventListener('click', showControls);
   ui.controls.addEventListener('focusin', showControls);
+  document.addEventListener('keydown', showControls);
+  document.addEventListener('pointermove', (event) => { if (event.pointerType === 'mouse') showControls(); });
+  // Turning the phone: start the count again in the new layout.
+  overlaid.addEventListener('change', showControls);
 
   function followPhase(phase) {
     if (phase === 'playing') { holdWakeLock(); showControls(); } else { releaseWakeLock(); ui.player.classList.remove('controls-hidden'); }
@@ -592,7 +602,12 @@
       const response = await fetch('/api/info', { cache: 'no-store' });
       const info = await response.json();
       // Named after the camera, as its page in the task switcher and on the home screen.
-      if (typeof info.hostname === 'string') document.title = `Lookout · ${info.hostname.replace(/\.local$/, '')}`;
+      if (typeof info.hostname === 'string') {
+        const host = info.hostname.replace(/\.local$/, '');
+        document.title = `${host} · Lookout`;
+        const appTitle = document.querySelector('meta[name="apple-mobile-web-app-title"]');
+        if (appTitle) appTitle.content = host;
+      }
       showNearby(Array.isArray(info.cameras) ? info.cameras : []);
     } catch (_) {
       // A convenience only: the video does not depend on it.

@@ -218,6 +218,26 @@ for (const phone of PHONES) {
   });
 }
 
+test('turning the phone lays the page out again, without a reload', async () => {
+  const page = await openPhone({ width: 390, height: 844 }, lookout.url());
+  try {
+    await waitForVideo(page, { width: 1280, height: 720 });
+    await page.evaluate(() => { window.notReloaded = true; });
+    for (const [width, height] of [[844, 390], [390, 844]]) {
+      await page.setViewportSize({ width, height });
+      await page.waitForTimeout(300);
+      const view = await layout(page);
+      assertFits(view);
+      const filled = width > height ? view.video.height : view.video.width;
+      assert.ok(Math.abs(filled - Math.min(width, height)) < 0.5, `${width}x${height}: the video fills the screen's short side`);
+      assertControls(view);
+    }
+    assert.equal(await page.evaluate(() => window.notReloaded && window.lookout.phase), 'playing');
+  } finally {
+    await page.context().close();
+  }
+});
+
 test('the secret form fits a 320 px phone without sideways scrolling', async () => {
   const phone = { width: 320, height: 568 };
   const page = await openPhone(phone, lookout.url(''));
@@ -347,6 +367,10 @@ test('Add to Home Screen: a manifest named after the camera\'s host name, with i
     const parsed = await cdp.send('Page.getAppManifest');
     assert.deepEqual(parsed.errors, [], 'Chromium parses the manifest without errors');
     assert.equal(parsed.parsed?.name ?? JSON.parse(parsed.data).name, host);
+    // Installable but for the test's private browsing context.
+    const { installabilityErrors } = await cdp.send('Page.getInstallabilityErrors');
+    assert.deepEqual(installabilityErrors.map((error) => error.errorId).filter((id) => id !== 'in-incognito'), [],
+      'Chromium would offer to install the camera as an app');
     for (const icon of manifest.icons.filter((entry) => entry.type === 'image/png')) {
       const size = await page.evaluate(async (src) => {
         const bitmap = await createImageBitmap(await (await fetch(src)).blob());
