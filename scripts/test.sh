@@ -81,7 +81,7 @@ if ! skip browser; then
     step "browser end-to-end tests (Chromium, in a network namespace with only loopback)"
     (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
     unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 viewer.test.mjs supervision.test.mjs secret_log.test.mjs cross-origin.test.mjs hostile.test.mjs'
-    # The viewer in emulated phones (320x568 to 844x390, touch): about 40 s.
+    # The viewer in emulated phones (320x568 to 844x390, touch): about 50 s.
     unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 phone.test.mjs'
 fi
 

@@ -218,6 +218,41 @@ for (const phone of PHONES) {
   });
 }
 
+test('the notch and the home bar: picture and controls stay inside the safe area', async () => {
+  // iPhone-like insets, through Chromium's safe-area emulation.
+  const phones = [
+    { width: 390, height: 844, insets: { top: 47, bottom: 34, left: 0, right: 0 } },
+    { width: 844, height: 390, insets: { top: 0, bottom: 21, left: 47, right: 47 } },
+  ];
+  for (const phone of phones) {
+    const page = await openPhone(phone, null);
+    try {
+      const cdp = await page.context().newCDPSession(page);
+      await cdp.send('Emulation.setSafeAreaInsetsOverride', { insets: phone.insets });
+      await page.goto(lookout.url());
+      await waitForVideo(page, { width: 1280, height: 720 });
+      const view = await layout(page);
+      const safe = {
+        x: phone.insets.left, y: phone.insets.top,
+        right: phone.width - phone.insets.right, bottom: phone.height - phone.insets.bottom,
+      };
+      const inSafeArea = (box, what, bottom = safe.bottom) => assert.ok(box.x >= safe.x - 0.5 && box.y >= safe.y - 0.5
+        && box.right <= safe.right + 0.5 && box.bottom <= bottom + 0.5,
+      `${phone.width}x${phone.height}: ${what} ${JSON.stringify(box)} lies inside the safe area ${JSON.stringify(safe)}`);
+      // The picture keeps clear of the notch; in landscape it may run under
+      // the home bar (a thin line over the picture, as in a phone's own video
+      // player), the controls may not.
+      inSafeArea(view.video, 'the video', phone.width > phone.height ? phone.height : safe.bottom);
+      inSafeArea(view.state, 'the status line');
+      for (const control of view.controls) inSafeArea(control.box, `#${control.id}`);
+      assertFits(view);
+      await page.screenshot({ path: join(ARTIFACTS, `${phone.width}x${phone.height}-safe-area.png`) });
+    } finally {
+      await page.context().close();
+    }
+  }
+});
+
 test('turning the phone lays the page out again, without a reload', async () => {
   const page = await openPhone({ width: 390, height: 844 }, lookout.url());
   try {
