@@ -510,6 +510,7 @@
       });
     }
   });
+  ui.video.addEventListener('playing', () => { ui.btnPlay.hidden = true; });
   ui.btnPlay.addEventListener('click', () => {
     ui.btnPlay.hidden = true;
     ui.video.play().catch(() => { ui.btnPlay.hidden = false; });

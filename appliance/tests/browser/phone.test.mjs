@@ -273,6 +273,36 @@ test('turning the phone lays the page out again, without a reload', async () => 
   }
 });
 
+test('without a picture the status says why, in full, and still nothing scrolls', async () => {
+  // A build without libcamera support has no camera to find: the page shows
+  // the camera's own reason, the longest status text there is.
+  const camera = await startLookout({ camera: 'libcamera', args: ['--resolution', '640x480', '--fps', '15'] });
+  try {
+    for (const phone of [{ width: 320, height: 568 }, { width: 844, height: 390 }]) {
+      const page = await openPhone(phone, camera.url());
+      try {
+        await page.waitForFunction(() => window.lookout.health === 'camera-missing', null, { timeout: 10000 });
+        const view = await layout(page);
+        assertFits(view);
+        assertInside(view.state, view.viewport, 'the status line');
+        assert.ok(view.controlsVisible, 'the controls stay while there is no picture');
+        assertControls(view);
+        const state = await page.evaluate(() => {
+          const element = document.getElementById('state');
+          return { text: element.textContent, clipped: element.scrollWidth > element.clientWidth + 1 };
+        });
+        assert.match(state.text, /No camera is connected/);
+        assert.equal(state.clipped, false, 'the status is not cut off');
+        await page.screenshot({ path: join(ARTIFACTS, `${phone.width}x${phone.height}-no-camera.png`) });
+      } finally {
+        await page.context().close();
+      }
+    }
+  } finally {
+    await camera.stop();
+  }
+});
+
 test('the secret form fits a 320 px phone without sideways scrolling', async () => {
   const phone = { width: 320, height: 568 };
   const page = await openPhone(phone, lookout.url(''));
