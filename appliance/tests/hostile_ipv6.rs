@@ -3,7 +3,10 @@
 //! thread; the camera process it starts lives there too). The camera is on
 //! 2001:db8:1::/64, its own LAN, where every device is its own source;
 //! 2001:db8:2::/64 is elsewhere (a local route, so the test can send from
-//! any address in it) and counts as one source.
+//! any address in it) and counts as one source. 2001:db8:3::/64 is elsewhere
+//! too until the camera gets an address in it after start (as by SLAAC);
+//! from the next time the camera reads its prefixes (`--prefix-refresh`),
+//! every device there is its own source.
 //!
 //! Needs root (CI runs as root) and iproute2; without them it fails with a
 //! clear message, never passes silently.
@@ -65,6 +68,7 @@ fn ipv6_sources_are_single_addresses_on_the_cameras_lan_and_a_slash_64_elsewhere
             ip(&["-6", "addr", "add", host, "dev", "lo", "nodad"]);
         }
         ip(&["-6", "route", "add", "local", "2001:db8:2::/64", "dev", "lo"]);
+        ip(&["-6", "route", "add", "local", "2001:db8:3::/64", "dev", "lo"]);
         // Sending from any address of a local route (this namespace only).
         // (A child process, so that /proc/sys/net is surely this namespace's.)
         let nonlocal =
@@ -83,7 +87,7 @@ async fn scenario() {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
     command
         .args(["--listen", "[2001:db8:1::1]:0", "--no-camera", "--no-mdns", "--guess-backoff", "30s"])
-        .args(["--max-connections-per-prefix", "3"])
+        .args(["--max-connections-per-prefix", "3", "--prefix-refresh", "300ms"])
         .arg("--state-dir")
         .arg(state.path());
     let mut lookout = LookoutProcess::spawn(command);
@@ -119,6 +123,26 @@ async fn scenario() {
     let _fourth = client_from(v6("2001:db8:2::13"), camera, &identity, None).await.expect("connects");
     assert!(matches!(first.next().await, Received::Closed(_)), "the oldest idle one of the /64 made room");
     neighbour.expect_silence(Duration::from_millis(300)).await;
+
+    // A prefix the camera gets after start: a /64 from elsewhere until then,
+    // the camera's own LAN after, where one device's guesses throttle only itself.
+    assert_eq!(guess("2001:db8:3::2", camera, &identity, &wrong).await, "unknown-room");
+    assert_eq!(
+        guess("2001:db8:3::3", camera, &identity, &wrong).await,
+        "too-many-attempts",
+        "one /64 so far"
+    );
+    ip(&["-6", "addr", "add", "2001:db8:3::1/64", "dev", "lo", "nodad"]);
+    let changed = lookout.wait_for_line("IPv6 prefixes changed");
+    assert!(changed.contains("2001:db8:3::/64"), "the new prefix is read: {changed}");
+    assert_eq!(guess("2001:db8:3::4", camera, &identity, &wrong).await, "unknown-room", "no longer the /64");
+    assert_eq!(guess("2001:db8:3::4", camera, &identity, &wrong).await, "too-many-attempts");
+    assert_eq!(
+        guess("2001:db8:3::5", camera, &identity, &wrong).await,
+        "unknown-room",
+        "a neighbour on the new prefix is not throttled"
+    );
+    assert_eq!(guess("2001:db8:3::4", camera, &identity, &secret).await, "Joined", "right secret");
 
     lookout.terminate();
     let log = lookout.log();
