@@ -89,7 +89,7 @@ const expected = (value, got) => (Array.isArray(value) ? value.includes(got) : v
 
 /** Counts of what the attack sent and what came back, for the test's output. */
 class Tally {
-  constructor() { this.sent = 0; this.connections = 0; this.replies = {}; this.wrong = []; }
+  constructor() { this.sent = 0; this.connections = 0; this.insiderConnections = 0; this.replies = {}; this.wrong = []; }
   reply(label) { this.replies[label] = (this.replies[label] ?? 0) + 1; }
   mismatch(kind, got) { if (this.wrong.length < 20) this.wrong.push(`${kind}: ${JSON.stringify(got)}`); }
 }
@@ -144,6 +144,7 @@ async function insider(address, localAddress, secret, tally, pacer) {
       continue;
     }
     tally.connections += 1;
+    tally.insiderConnections += 1;
     try {
       await socket.next(); // Hello
       socket.sendText(`{"type":"JoinOrCreate","room_id":"${secret}"}`);
