@@ -130,11 +130,24 @@ const median = (values) => {
 
 test('10,000 malformed, oversized and out-of-order messages: every attacker gets its error, the viewer keeps its frame rate', async () => {
   const camera = await startLookout({ args: ['--resolution', '640x480', '--fps', '30'] });
-  const page = await openViewer(browser, camera.url());
+  // What reaches the viewer's WebSocket: offers from members other than the camera.
+  const seen = { cameraId: null, foreignOffers: 0 };
+  const page = await openViewer(browser, camera.url(), {
+    onPage: (viewer) => viewer.on('websocket', (socket) => socket.on('framereceived', ({ payload }) => {
+      let message;
+      try { message = JSON.parse(payload.toString()); } catch { return; }
+      if (message.type === 'Joined') seen.cameraId = message.camera;
+      if (message.type === 'Room/Signal' && message.from !== seen.cameraId && message.signal?.type === 'offer') {
+        seen.foreignOffers += 1;
+      }
+    })),
+  });
   try {
     await waitForVideo(page, { width: 640, height: 480 });
     await page.waitForTimeout(2000); // past the first keyframes and the jitter buffer's start
     await recordFrames(page);
+    await page.evaluate(() => { window.cameraPc = window.lookout.pc; });
+    const cameraSdp = await page.evaluate(() => window.lookout.pc.remoteDescription.sdp);
 
     const attacker = startAttacker(camera.address, camera.secret);
     const windows = { calm: [], attack: [] };
@@ -181,6 +194,15 @@ test('10,000 malformed, oversized and out-of-order messages: every attacker gets
     assert.ok(calm >= 25, `the viewer played about 30 fps without the attack (${calm.toFixed(2)})`);
     assert.ok(underAttack >= calm * 0.95, `presented fps during the attack (${underAttack.toFixed(2)}) within 5 % of without it (${calm.toFixed(2)})`);
     assert.equal(await page.evaluate(() => window.lookout.phase), 'playing', 'the viewer is still playing');
+    // The insiders' offers reached the viewer; it trusts only the camera.
+    console.log(`offers from insiders that reached the viewer: ${seen.foreignOffers}`);
+    assert.ok(seen.cameraId && seen.foreignOffers > 0, 'the insiders\' offers reached the viewer');
+    assert.deepEqual(await page.evaluate(() => ({
+      samePeerConnection: window.lookout.pc === window.cameraPc,
+      reconnects: window.lookout.reconnects,
+    })), { samePeerConnection: true, reconnects: 0 }, 'the viewer kept its connection to the camera');
+    assert.equal(await page.evaluate(() => window.lookout.pc.remoteDescription.sdp), cameraSdp,
+      'no insider\'s offer was applied');
     assert.equal(camera.child.exitCode, null, 'the camera is still running');
     const health = await page.evaluate(async () => (await fetch('/healthz')).status);
     assert.equal(health, 200, '/healthz');
