@@ -208,6 +208,9 @@ const attackers = Promise.all([
   ...Array.from({ length: INSIDERS }, (_, n) => insider(address, `127.0.4.${n + 1}`, secret, tally, insiders)),
 ]);
 
+// The test ended (or failed) without 'finish': stop with it.
+process.on('disconnect', () => process.exit(0));
+
 process.on('message', async (command) => {
   if (command.type === 'open') {
     strangers.open(command.strangers);
