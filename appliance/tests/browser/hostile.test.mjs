@@ -128,7 +128,7 @@ const median = (values) => {
   return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 };
 
-test('10,000 malformed, oversized and out-of-order messages: every attacker gets its error, the viewer keeps its frame rate', async () => {
+test('10,000 malformed, oversized and out-of-order messages: every attacker gets its error, the viewer keeps its frame rate', { timeout: 180000 }, async () => {
   const camera = await startLookout({ args: ['--resolution', '640x480', '--fps', '30'] });
   // What reaches the viewer's WebSocket: offers from members other than the camera.
   const seen = { cameraId: null, foreignOffers: 0 };

@@ -36,9 +36,10 @@ export function frame(opcode, payload = Buffer.alloc(0), { fin = true, rsv = 0, 
 /**
  * Opens a WebSocket to `/signal` of `address` ("host:port") from
  * `localAddress`. Resolves to a connection once the server answered the
- * upgrade with 101; rejects with the status line otherwise.
+ * upgrade with 101; rejects with the status line otherwise, or after
+ * `timeout` ms.
  */
-export function openSignaling(address, { localAddress, origin } = {}) {
+export function openSignaling(address, { localAddress, origin, timeout = 10000 } = {}) {
   const split = address.lastIndexOf(':');
   const host = address.slice(0, split).replace(/^\[|\]$/g, '');
   const port = Number(address.slice(split + 1));
@@ -46,7 +47,8 @@ export function openSignaling(address, { localAddress, origin } = {}) {
     const socket = connect({ host, port, localAddress, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
     let buffer = Buffer.alloc(0);
     let upgraded = false;
-    const fail = (error) => { if (!upgraded) { socket.destroy(); reject(error); } };
+    const timer = setTimeout(() => fail(new Error(`no upgrade within ${timeout} ms`)), timeout);
+    const fail = (error) => { clearTimeout(timer); if (!upgraded) { socket.destroy(); reject(error); } };
     socket.once('secureConnect', () => {
       socket.write(`GET /signal HTTP/1.1\r\nHost: ${address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
         + `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n`
@@ -62,6 +64,7 @@ export function openSignaling(address, { localAddress, origin } = {}) {
       socket.off('data', onData);
       if (!status.startsWith('HTTP/1.1 101')) { fail(new Error(`upgrade refused: ${status}`)); return; }
       upgraded = true;
+      clearTimeout(timer);
       resolve(new RawSignaling(socket, buffer.subarray(end + 4)));
     };
     socket.on('data', onData);
