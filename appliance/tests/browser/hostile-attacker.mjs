@@ -130,7 +130,8 @@ async function stranger(address, localAddress, tally, pacer) {
 /**
  * An insider: joins with the secret, then sends non-fatal errors (Signal
  * to nobody, a signal nested too deep), fake offers and candidates to every
- * member (the viewer must trust only the camera), and ends with an
+ * member (the viewer must trust only the camera), garbage answers and ICE
+ * restart requests over and over to the camera, and ends with an
  * out-of-order second JoinOrCreate or a burst over the rate limit.
  */
 async function insider(address, localAddress, secret, tally, pacer) {
@@ -153,7 +154,7 @@ async function insider(address, localAddress, secret, tally, pacer) {
       if (joined.json?.type !== 'Joined') { tally.mismatch('insider join', joined); continue; }
       const expectedErrors = [];
       for (let i = 0; i < 95; i += 1) {
-        switch (i % 5) {
+        switch (i % 6) {
           case 0:
             socket.sendText(`{"type":"Signal","to":"${hex(16)}","signal":{"candidate":"candidate:1 1 udp 1 10.0.0.1 9 typ host"}}`);
             expectedErrors.push('unknown-peer');
@@ -168,8 +169,11 @@ async function insider(address, localAddress, secret, tally, pacer) {
           case 3:
             socket.sendText(`{"type":"Signal","signal":{"candidate":"candidate:1 1 udp 2122260223 127.0.0.1 ${1024 + i} typ host","sdpMid":"0","sdpMLineIndex":0}}`);
             break;
-          default:
+          case 4:
             socket.sendText(`{"type":"Signal","signal":{"type":"answer","sdp":"${'garbage '.repeat(50)}"}}`);
+            break;
+          default: // Over and over: the camera restarts ICE at most once a second.
+            socket.sendText(`{"type":"Signal","to":"${joined.json.camera}","signal":{"type":"restart-ice"}}`);
         }
         tally.sent += 1;
       }

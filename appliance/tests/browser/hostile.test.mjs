@@ -67,12 +67,15 @@ const ATTACK_MESSAGES = 10000;
  * the same length (calm, attack, calm, attack, …, calm), so that the load of
  * whatever else runs on the machine weighs on both alike. Per attack window:
  * STRANGER_QUOTA messages from strangers and INSIDER_QUOTA from insiders,
- * spread evenly over it; as many windows as the 10,000 messages take.
+ * spread evenly over it. At least ATTACK_WINDOWS windows (about 17,000
+ * messages: more windows make the medians steadier on a loaded machine), and
+ * more if 10,000 messages have not been sent by then, up to MAX_ATTACK_WINDOWS.
  */
 const WINDOW_MS = 3000;
 const STRANGER_QUOTA = 600;
 const INSIDER_QUOTA = 1100;
-const MAX_ATTACK_WINDOWS = 12;
+const ATTACK_WINDOWS = 10;
+const MAX_ATTACK_WINDOWS = 16;
 
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
@@ -159,7 +162,8 @@ test('10,000 malformed, oversized and out-of-order messages: every attacker gets
     let progress = { sent: 0 };
     try {
       await measure('calm', () => sleep(WINDOW_MS));
-      while (progress.sent < ATTACK_MESSAGES && windows.attack.length < MAX_ATTACK_WINDOWS) {
+      while ((progress.sent < ATTACK_MESSAGES || windows.attack.length < ATTACK_WINDOWS)
+        && windows.attack.length < MAX_ATTACK_WINDOWS) {
         await measure('attack', async () => {
           attacker.send({ type: 'open', strangers: STRANGER_QUOTA, insiders: INSIDER_QUOTA });
           await sleep(WINDOW_MS);
@@ -211,9 +215,11 @@ test('10,000 malformed, oversized and out-of-order messages: every attacker gets
     assert.equal(health, 200, '/healthz');
     assert.doesNotMatch(camera.log(), /panicked/, 'no panic');
     // Strangers are counted (a few lines every 10 s); an insider's session
-    // logs its join, offer and end, and its first unusable signal, not each one.
+    // logs its join, the offer, one ICE restart, its end (about 9 lines with
+    // WebRTC's own) and its first unusable signal, not each one (that would
+    // be about 50 lines more a session).
     const lines = camera.log().trim().split('\n').length;
-    const bound = 300 + 8 * tally.insiderConnections;
+    const bound = 300 + 12 * tally.insiderConnections;
     console.log(`the camera's log: ${lines} lines (${tally.insiderConnections} insider sessions; bound ${bound})`);
     assert.ok(lines <= bound, `the log stays short: ${lines} lines`);
   } catch (error) {
