@@ -46,6 +46,9 @@ pub struct Server {
     handshake_timeout: Duration,
     hostname: String,
     log: NetworkLog,
+    /// The prefixes read at start, and how often to read them again.
+    local_prefixes: crate::sources::LocalPrefixes,
+    prefix_refresh: Duration,
 }
 
 impl Server {
@@ -69,10 +72,12 @@ impl Server {
             RoomMode::Open { max_clients } => RoomPolicy::Open { max_clients },
         };
         let log = NetworkLog::new();
+        let local_prefixes = crate::sources::LocalPrefixes::of_this_host();
+        tracing::debug!(prefixes = %local_prefixes, "this camera's IPv6 prefixes");
         let relay = Relay::new(HubConfig {
             policy,
             throttle: settings.throttle.clone(),
-            local_prefixes: crate::sources::LocalPrefixes::of_this_host(),
+            local_prefixes: local_prefixes.clone(),
             log: log.clone(),
         });
         let info = DeviceInfo {
@@ -110,6 +115,8 @@ impl Server {
             handshake_timeout: settings.handshake_timeout,
             hostname: format!("{}.local", identity.hostname()),
             log,
+            local_prefixes,
+            prefix_refresh: settings.prefix_refresh,
         })
     }
 
@@ -150,6 +157,14 @@ impl Server {
             tokio::spawn(listener.serve(redirect_handler(https_port, self.hostname.clone())))
         });
         let relay = self.state.relay.clone();
+        let prefixes = {
+            let relay = relay.clone();
+            tokio::spawn(crate::sources::follow_host_prefixes(
+                self.local_prefixes,
+                self.prefix_refresh,
+                move |p| relay.set_local_prefixes(p),
+            ))
+        };
         let state = self.state;
         let handler: Handler =
             Arc::new(move |request, peer| Box::pin(http::handle(request, state.clone(), peer)));
@@ -169,6 +184,7 @@ impl Server {
         if let Some(redirect) = redirect {
             redirect.abort();
         }
+        prefixes.abort();
         relay.shut_down();
         // Give the connection tasks a moment to send their close frames.
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -46,6 +46,8 @@ pub struct Settings {
     pub boot_identity_dir: Option<PathBuf>,
     /// Announce the camera over mDNS (`lookout-<id>.local`, `_https._tcp`).
     pub mdns: bool,
+    /// How often the camera's own IPv6 prefixes are read again.
+    pub prefix_refresh: Duration,
 }
 
 /// Camera, encoder and WebRTC settings.
@@ -95,6 +97,7 @@ impl Settings {
             media: None,
             boot_identity_dir: None,
             mdns: false,
+            prefix_refresh: Duration::from_secs(30),
         }
     }
 }
@@ -174,6 +177,11 @@ pub struct Cli {
     /// A signaling connection silent for this long is dropped.
     #[arg(long, default_value = "45s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub peer_timeout: Duration,
+
+    /// How often the camera's own IPv6 prefixes are read again (wrong secrets
+    /// from an address on one of them count per address, else per /64).
+    #[arg(long, default_value = "30s", value_parser = parse_refresh, value_name = "DURATION")]
+    pub prefix_refresh: Duration,
 
     /// Wait after a wrong room secret; doubles with each further wrong one.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
@@ -321,6 +329,7 @@ impl Cli {
             media: (!self.no_camera).then(|| self.media_settings()),
             boot_identity_dir: Some(self.boot_identity_dir.clone()),
             mdns: !self.no_mdns,
+            prefix_refresh: self.prefix_refresh,
         }
     }
 
@@ -360,6 +369,15 @@ impl Cli {
             },
         }
     }
+}
+
+/// A refresh interval: at least 100 ms (a zero interval would spin).
+fn parse_refresh(text: &str) -> Result<Duration, String> {
+    let every = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if every < Duration::from_millis(100) {
+        return Err(format!("{text} is too short: at least 100ms"));
+    }
+    Ok(every)
 }
 
 fn parse_resolution(text: &str) -> Result<(usize, usize), String> {

@@ -6,8 +6,13 @@
 //! every device on the link) or an address inside a prefix the camera itself
 //! is on (the home LAN's /64). Those are keyed by the full address, so one
 //! device on the LAN can never be counted together with another.
+//!
+//! The camera's prefixes come and go after start (SLAAC, DHCPv6, a router
+//! that changes the LAN's prefix), so [`follow_host_prefixes`] reads them
+//! again every little while.
 
 use std::net::{IpAddr, Ipv6Addr};
+use std::time::Duration;
 
 /// The key limits are kept by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,6 +99,43 @@ impl LocalPrefixes {
     }
 }
 
+impl std::fmt::Display for LocalPrefixes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.prefixes.is_empty() {
+            return f.write_str("none");
+        }
+        for (n, (addr, len)) in self.prefixes.iter().enumerate() {
+            let mask = if *len == 0 { 0 } else { u128::MAX << (128 - u32::from(*len)) };
+            let net = Ipv6Addr::from(u128::from(*addr) & mask);
+            write!(f, "{}{net}/{len}", if n == 0 { "" } else { ", " })?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads this host's prefixes every `every` and hands them to `apply`
+/// whenever they differ from the last ones (starting from `current`). Runs
+/// until its task is dropped; reading `/proc/net/if_inet6` costs a few
+/// microseconds.
+pub async fn follow_host_prefixes(
+    mut current: LocalPrefixes,
+    every: Duration,
+    apply: impl Fn(LocalPrefixes),
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is now
+    loop {
+        tick.tick().await;
+        let now = LocalPrefixes::of_this_host();
+        if now != current {
+            tracing::info!(prefixes = %now, "this camera's IPv6 prefixes changed; sources on them count per address");
+            apply(now.clone());
+            current = now;
+        }
+    }
+}
+
 /// The /64 an IPv6 address is in; `None` for IPv4 (and IPv4-mapped).
 pub fn ipv6_slash64(ip: IpAddr) -> Option<[u8; 8]> {
     match ip.to_canonical() {
@@ -154,6 +196,8 @@ mod tests {
         assert_eq!(local, LocalPrefixes::new(vec![(ip6("2001:db8:1::10"), 64)]));
         assert!(local.contains(&ip6("2001:db8:1::ffff")));
         assert!(!local.contains(&ip6("2001:db8:2::1")));
+        assert_eq!(local.to_string(), "2001:db8:1::/64");
+        assert_eq!(LocalPrefixes::default().to_string(), "none");
     }
 
     fn ip6(text: &str) -> Ipv6Addr {

@@ -374,3 +374,84 @@ async fn a_foreign_origin_cannot_open_signal_but_the_cameras_own_page_can() {
     let log = camera.stop();
     assert!(log.contains("foreign Origin"), "refusals are counted:\n{log}");
 }
+
+/// Runs `lookout` with `args` (and a state folder of its own) and expects it
+/// to stop by itself within 10 s; returns its exit code and what it printed.
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String, tempfile::TempDir) {
+    let state = tempfile::tempdir().expect("state folder");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["--listen", "127.0.0.1:0", "--no-mdns"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("lookout starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output");
+            panic!(
+                "lookout {} kept running instead of refusing to start:\n{}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("output");
+    let printed =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code(), printed, state)
+}
+
+/// A resolution the test pattern cannot draw used to start a camera that
+/// served no video, said `ok` on `/healthz` and retried for ever. It is
+/// refused at start, with the limit in the message, before anything is
+/// served or written; the smallest size the pattern draws streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_the_test_pattern_cannot_draw_is_refused_at_start() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    for camera in ["test-pattern", "auto"] {
+        for resolution in ["320x240", "574x480", "640x62"] {
+            let (code, printed, state) = run_to_exit(&["--camera", camera, "--resolution", resolution]);
+            assert_eq!(
+                code,
+                Some(2),
+                "--camera {camera} --resolution {resolution}: a usage error:\n{printed}"
+            );
+            assert!(
+                printed.contains(&format!("--resolution {resolution} is too small"))
+                    && printed.contains("576x64"),
+                "the message names the size and the limit:\n{printed}"
+            );
+            assert!(!printed.contains("serving HTTPS"), "nothing was served:\n{printed}");
+            let written = std::fs::read_dir(state.path()).expect("state folder").count();
+            assert_eq!(written, 0, "nothing was written to the state folder");
+        }
+    }
+
+    // The smallest size the test pattern draws: video flows, so /healthz says 200.
+    let state = tempfile::tempdir().expect("state folder");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--no-mdns", "--camera", "test-pattern", "--resolution", "576x64"])
+        .args(["--fps", "15", "--webrtc-bind", "127.0.0.1", "--no-webrtc-mdns", "--state-dir"])
+        .arg(state.path());
+    let mut lookout = LookoutProcess::spawn(command);
+    let camera = lookout.wait_for_addr("serving HTTPS");
+    let identity = Identity::load(&state.path().join("identity.json")).expect("identity was written");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body, _) =
+            https_get_from(addr(9, 1), camera, &identity, "/healthz").await.expect("/healthz answers");
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no video at 576x64 within 20 s: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lookout.terminate();
+}

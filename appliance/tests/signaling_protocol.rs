@@ -138,6 +138,47 @@ async fn protocol_breaches_get_a_specific_error_and_a_close() {
     }
 }
 
+/// One masked client frame: FIN, the given reserved bits and opcode.
+fn raw_frame(first_byte: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut frame = vec![first_byte, payload.len() as u8 | if masked { 0x80 } else { 0 }];
+    let key = [0x12, 0x34, 0x56, 0x78];
+    if masked {
+        frame.extend_from_slice(&key);
+    }
+    frame.extend(payload.iter().enumerate().map(|(i, b)| if masked { b ^ key[i % 4] } else { *b }));
+    frame
+}
+
+#[tokio::test]
+async fn frames_that_break_rfc_6455_get_invalid_frame_and_1002() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(|_| {}).await;
+    let cases: Vec<(&str, Vec<u8>, &str, u16)> = vec![
+        ("reserved opcode", raw_frame(0x83, b"{}", true), "invalid-frame", 1002),
+        ("reserved bits", raw_frame(0xc1, b"{}", true), "invalid-frame", 1002),
+        ("unmasked frame", raw_frame(0x81, b"{}", false), "invalid-frame", 1002),
+        ("continuation first", raw_frame(0x80, b"{}", true), "invalid-frame", 1002),
+        ("fragmented ping", raw_frame(0x09, b"x", true), "invalid-frame", 1002),
+        (
+            "new message inside a fragmented one",
+            [raw_frame(0x01, b"{\"type\":", true), raw_frame(0x81, b"{}", true)].concat(),
+            "invalid-frame",
+            1002,
+        ),
+        ("text frame not UTF-8", raw_frame(0x81, &[0x7b, 0xc3, 0x28, 0x7d], true), "invalid-json", 1007),
+    ];
+    for (what, bytes, code, close) in cases {
+        let mut client = server.client().await;
+        let socket = client.ws.get_mut();
+        socket.write_all(&bytes).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        socket.flush().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        client.expect_fatal(code, close).await;
+    }
+    // The server goes on serving.
+    let mut client = server.client().await;
+    assert_eq!(client.join(&server.secret_hex()).await["type"], "Joined");
+}
+
 #[tokio::test]
 async fn a_second_join_or_create_is_refused() {
     let server = TestServer::start(|_| {}).await;

@@ -241,6 +241,37 @@ impl Setup {
     }
 }
 
+/// ICE restarts a viewer may ask for: at most one per this interval (the
+/// page asks 2.5 s after its connection broke, then waits 8 s).
+const MIN_RESTART_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Signals from the viewer the session cannot use (an offer, an answer that
+/// does not apply, an ICE restart asked again at once). The first is logged;
+/// the rest are counted and the count is logged when the session ends, so a
+/// viewer that keeps sending them (a device with the secret gone bad) costs
+/// a counter, not a log line each.
+#[derive(Debug, Default)]
+struct Unusable {
+    seen: u32,
+}
+
+impl Unusable {
+    /// Counts one; true for the first, which the caller logs.
+    fn first(&mut self) -> bool {
+        self.seen += 1;
+        self.seen == 1
+    }
+}
+
+/// At most 200 characters of an error that may quote what the viewer sent.
+fn short(error: &impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 /// Applies the viewer's signals, trickles ours, and watches the state.
 #[allow(clippy::too_many_arguments)]
 async fn signaling_task(
@@ -257,6 +288,8 @@ async fn signaling_task(
     let mut early_candidates = Vec::new();
     let mut have_answer = false;
     let mut connected_once = false;
+    let mut unusable = Unusable::default();
+    let mut last_restart: Option<tokio::time::Instant> = None;
     let offered_at = tokio::time::Instant::now();
     let reason = loop {
         let deadline = if have_answer { offered_at + ICE_DEADLINE } else { offered_at + ANSWER_DEADLINE };
@@ -270,11 +303,15 @@ async fn signaling_task(
                 None => break EndReason::ConnectionEnded,
                 Some(ViewerSignal::Description(description)) => {
                     if description.sdp_type != RTCSdpType::Answer {
-                        tracing::warn!(%viewer, "viewer sent an offer; the camera is the offerer");
+                        if unusable.first() {
+                            tracing::warn!(%viewer, "viewer sent an offer; the camera is the offerer");
+                        }
                         continue;
                     }
                     if let Err(e) = pc.set_remote_description(*description).await {
-                        tracing::warn!(%viewer, error = %e, "viewer's answer rejected");
+                        if unusable.first() {
+                            tracing::warn!(%viewer, error = %short(&e), "viewer's answer rejected");
+                        }
                         continue;
                     }
                     have_answer = true;
@@ -294,6 +331,14 @@ async fn signaling_task(
                 }
                 Some(ViewerSignal::EndOfCandidates) => {}
                 Some(ViewerSignal::RestartIce) => {
+                    let now = tokio::time::Instant::now();
+                    if last_restart.is_some_and(|at| now < at + MIN_RESTART_INTERVAL) {
+                        if unusable.first() {
+                            tracing::warn!(%viewer, "viewer asked for another ICE restart at once; ignored");
+                        }
+                        continue;
+                    }
+                    last_restart = Some(now);
                     tracing::info!(%viewer, "ICE restart requested");
                     match pc.create_offer(Some(RTCOfferOptions { ice_restart: true })).await {
                         Ok(offer) => {
@@ -334,6 +379,9 @@ async fn signaling_task(
             }
         }
     };
+    if unusable.seen > 1 {
+        tracing::info!(%viewer, more = unusable.seen - 1, "more unusable signals from the viewer were ignored");
+    }
     let _ = events.send(SessionEvent::Ended(viewer, reason));
 }
 
@@ -424,4 +472,27 @@ async fn media_task(
     };
     drop(feed);
     let _ = events.send(SessionEvent::Ended(viewer, reason));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_unusable_signal_is_logged_the_rest_counted() {
+        let mut unusable = Unusable::default();
+        assert!(unusable.first());
+        assert!(!unusable.first());
+        assert!(!unusable.first());
+        assert_eq!(unusable.seen, 3);
+    }
+
+    #[test]
+    fn errors_quoting_the_viewer_are_cut_at_200_characters() {
+        assert_eq!(short(&"bad sdp"), "bad sdp");
+        let long = "é".repeat(70_000);
+        let cut = short(&long);
+        assert_eq!(cut.chars().count(), 201);
+        assert!(cut.ends_with('…'));
+    }
 }

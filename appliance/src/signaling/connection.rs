@@ -155,6 +155,20 @@ where
                         relay.fail(client, ErrorCode::MessageTooLarge);
                         continue; // the relay queues the error and the close
                     }
+                    // A frame that breaks RFC 6455, or a text frame that is
+                    // not UTF-8: the peer gets the error and a close frame
+                    // (1002, 1007) instead of a bare TCP close.
+                    Some(Err(tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    ))) => break Ending::Reset("closed without a close frame".to_owned()),
+                    Some(Err(tungstenite::Error::Protocol(_))) => {
+                        relay.fail(client, ErrorCode::InvalidFrame);
+                        continue;
+                    }
+                    Some(Err(tungstenite::Error::Utf8(_))) => {
+                        relay.fail(client, ErrorCode::InvalidJson);
+                        continue;
+                    }
                     Some(Err(e)) => break Ending::Reset(e.to_string()),
                 };
                 if !bucket.take(last_heard) {

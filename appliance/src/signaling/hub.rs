@@ -131,6 +131,11 @@ impl Hub {
         self.device = Some(id);
     }
 
+    /// The camera's own IPv6 prefixes changed (how wrong guesses are keyed).
+    pub fn set_local_prefixes(&mut self, local: LocalPrefixes) {
+        self.throttle.set_local_prefixes(local);
+    }
+
     /// A client sent a message.
     pub fn receive(&mut self, from: ClientId, payload: &[u8], now: Instant) -> Vec<Effect> {
         if !self.clients.contains_key(&from) {

@@ -125,6 +125,10 @@ pub enum ErrorCode {
     ShuttingDown,
     /// No `JoinOrCreate` within the join timeout (10 s) of connecting.
     JoinTimeout,
+    /// A WebSocket frame that breaks RFC 6455 (reserved bits or opcode, an
+    /// unmasked frame, a continuation frame with nothing to continue, a
+    /// fragmented or oversized control frame).
+    InvalidFrame,
 }
 
 impl ErrorCode {
@@ -148,6 +152,7 @@ impl ErrorCode {
             ErrorCode::TooSlow => "the client does not read its messages",
             ErrorCode::ShuttingDown => "the server is shutting down",
             ErrorCode::JoinTimeout => "no JoinOrCreate in time after connecting",
+            ErrorCode::InvalidFrame => "the WebSocket frame breaks RFC 6455",
         }
     }
 
@@ -160,6 +165,7 @@ impl ErrorCode {
             ErrorCode::MessageTooLarge => Some(1009),
             ErrorCode::TooManyAttempts | ErrorCode::RoomFull => Some(1013),
             ErrorCode::ShuttingDown => Some(1001),
+            ErrorCode::InvalidFrame => Some(1002),
             ErrorCode::InvalidMessage
             | ErrorCode::UnknownType
             | ErrorCode::ServerMessage
@@ -192,6 +198,7 @@ impl ErrorCode {
             ErrorCode::TooSlow => "too-slow",
             ErrorCode::ShuttingDown => "shutting-down",
             ErrorCode::JoinTimeout => "join-timeout",
+            ErrorCode::InvalidFrame => "invalid-frame",
         }
     }
 }
@@ -391,6 +398,7 @@ mod tests {
             ErrorCode::TooManyAttempts,
             ErrorCode::UnknownPeer,
             ErrorCode::JoinTimeout,
+            ErrorCode::InvalidFrame,
         ] {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{}\"", code.as_str()));
         }

@@ -140,6 +140,11 @@ impl Relay {
         self.deliver(effects);
     }
 
+    /// The camera's own IPv6 prefixes changed (see [`crate::sources`]).
+    pub fn set_local_prefixes(&self, local: crate::sources::LocalPrefixes) {
+        self.lock().hub.set_local_prefixes(local);
+    }
+
     /// Whether `client` has joined a room.
     pub fn is_joined(&self, client: ClientId) -> bool {
         self.lock().hub.is_joined(client)

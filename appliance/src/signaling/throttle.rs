@@ -101,6 +101,12 @@ impl GuessThrottle {
         (record.failures, delay)
     }
 
+    /// The camera's own prefixes changed: key sources by the new ones from now
+    /// on. Records keyed the old way are kept until they are forgotten.
+    pub fn set_local_prefixes(&mut self, local: LocalPrefixes) {
+        self.local = local;
+    }
+
     /// A right guess clears the source's record.
     pub fn record_success(&mut self, ip: IpAddr) {
         self.records.remove(&self.local.source(ip));

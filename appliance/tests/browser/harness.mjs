@@ -67,10 +67,12 @@ export async function launchBrowser() {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
 }
 
-export async function openViewer(browser, url) {
+/** Opens `url` in a new context; `onPage(page)` runs before the page loads (e.g. to watch its WebSockets). */
+export async function openViewer(browser, url, { onPage } = {}) {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on('console', (message) => { if (message.type() === 'error') console.error('[page]', message.text()); });
+  onPage?.(page);
   await page.goto(url);
   return page;
 }
