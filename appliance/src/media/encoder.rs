@@ -2,11 +2,11 @@
 //!
 //! Constrained baseline (what every browser decodes; SDP `profile-level-id
 //! 42e01f`, packetization-mode 1), bitrate rate control, no frame skipping
-//! (a skipped frame would leave a hole in the RTP timestamps), no
-//! scene-change IDRs, an IDR every `idr_interval`, and an IDR on demand.
+//! (the encoder keeps every frame it is given; frames lost before it leave a
+//! gap in the RTP clock, which follows capture times), no scene-change IDRs, an IDR every `idr_interval`, and an IDR on demand.
 //! Every IDR carries SPS and PPS in front, so a viewer can start on any IDR.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use openh264::encoder::{
@@ -48,9 +48,10 @@ pub struct EncodedFrame {
     pub data: Bytes,
     pub keyframe: bool,
     pub captured_at: SystemTime,
+    /// Capture time on the monotonic clock: the frame's RTP timestamp
+    /// (`peer::rtp_clock`).
+    pub captured_mono: Instant,
     pub sequence: u64,
-    /// Time until the next frame (advances the RTP clock).
-    pub duration: Duration,
 }
 
 /// Why encoding failed.
@@ -73,7 +74,6 @@ pub struct H264Encoder {
     applied_bitrate: u32,
     applied_max: u32,
     wanted_bitrate: u32,
-    frame_duration: Duration,
 }
 
 impl H264Encoder {
@@ -101,7 +101,6 @@ impl H264Encoder {
             applied_bitrate: 0,
             applied_max: settings.bitrate,
             wanted_bitrate: settings.bitrate,
-            frame_duration: Duration::from_secs(1) / fps,
         })
     }
 
@@ -124,8 +123,8 @@ impl H264Encoder {
             data,
             keyframe: is_idr,
             captured_at: frame.captured_at,
+            captured_mono: frame.captured_mono,
             sequence: frame.sequence,
-            duration: self.frame_duration,
         })
     }
 

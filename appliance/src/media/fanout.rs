@@ -190,8 +190,8 @@ mod tests {
             data: bytes::Bytes::from(vec![0; 10]),
             keyframe,
             captured_at: SystemTime::now(),
+            captured_mono: std::time::Instant::now(),
             sequence,
-            duration: Duration::from_millis(33),
         }
     }
 

@@ -11,13 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -27,6 +26,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 
 use super::engine::{h264_codec, Engine, PeerSettings};
 use super::signal::{candidate_json, first_mid, ViewerSignal};
+use super::video_track::VideoTrack;
 use crate::media::fanout::{Fanout, FeedClosed};
 use crate::signaling::ClientId;
 
@@ -183,26 +183,19 @@ impl Setup {
 
         // One track per connection: a track binds to one connection only.
         let ssrc = rand::random::<u32>();
-        let track = Arc::new(
-            TrackLocalStaticSample::new(
-                Instant::now(),
-                MediaStreamTrack::new(
-                    "lookout".to_owned(),
-                    "lookout-video".to_owned(),
-                    "camera".to_owned(),
-                    RtpCodecKind::Video,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: h264_codec().rtp_codec,
-                        ..Default::default()
-                    }],
-                ),
-            )
-            .map_err(webrtc_error)?,
-        );
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "lookout".to_owned(),
+            "lookout-video".to_owned(),
+            "camera".to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: h264_codec().rtp_codec,
+                ..Default::default()
+            }],
+        )));
+        // Frames are stamped with their capture time (see `video_track`).
+        let video = VideoTrack::new(track.clone(), &h264_codec().rtp_codec, ssrc).map_err(webrtc_error)?;
         let transceiver = pc
             .add_transceiver_from_track(
                 track.clone() as Arc<dyn TrackLocal>,
@@ -236,7 +229,7 @@ impl Setup {
             events.clone(),
         ));
         tokio::spawn(keyframe_request_task(track.clone(), fanout.clone()));
-        tokio::spawn(media_task(viewer, track, ssrc, sender, fanout, state_rx, estimate, events));
+        tokio::spawn(media_task(viewer, video, sender, fanout, state_rx, estimate, events));
         Ok(ViewerSession { pc, inputs, send })
     }
 }
@@ -338,7 +331,7 @@ async fn signaling_task(
 }
 
 /// Turns the viewer's PLI/FIR into keyframe requests.
-async fn keyframe_request_task(track: Arc<TrackLocalStaticSample>, fanout: Fanout) {
+async fn keyframe_request_task(track: Arc<TrackLocalStaticRTP>, fanout: Fanout) {
     while let Some(event) = track.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(packets) = event {
             if !packets.is_empty() {
@@ -353,8 +346,7 @@ async fn keyframe_request_task(track: Arc<TrackLocalStaticSample>, fanout: Fanou
 #[allow(clippy::too_many_arguments)]
 async fn media_task(
     viewer: ClientId,
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
+    mut video: VideoTrack,
     sender: Arc<dyn RtpSender>,
     fanout: Fanout,
     mut state: watch::Receiver<RTCPeerConnectionState>,
@@ -411,9 +403,7 @@ async fn media_task(
                 continue;
             }
         };
-        let sample =
-            Sample { data: frame.data.clone(), duration: frame.duration, ..Sample::new(Instant::now()) };
-        if let Err(e) = track.sample_writer(ssrc, payload_type).write_sample(&sample).await {
+        if let Err(e) = video.write(&frame, payload_type).await {
             tracing::debug!(%viewer, error = %e.to_string().chars().take(120).collect::<String>(), "media write ended");
             break EndReason::WriteFailed;
         }
