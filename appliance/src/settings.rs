@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::limits::RateLimit;
 use crate::media::encoder::EncoderSettings;
+use crate::media::h264_level::H264Level;
 use crate::media::pipeline::SourceChoice;
 use crate::media::source::CaptureFormat;
 use crate::media::test_pattern::{MIN_HEIGHT, MIN_WIDTH};
@@ -60,11 +61,13 @@ pub struct MediaSettings {
 impl MediaSettings {
     /// Test pattern at `width`x`height`@`fps`, WebRTC on loopback only.
     pub fn for_tests(width: usize, height: usize, fps: u32) -> Self {
+        let encoder = EncoderSettings::default();
+        let level = H264Level::for_stream(width, height, fps, encoder.max_bitrate).unwrap_or_default();
         MediaSettings {
             source: SourceChoice::TestPattern,
             format: CaptureFormat { width, height, fps },
-            encoder: EncoderSettings { fps, ..EncoderSettings::default() },
-            peer: PeerSettings::loopback(),
+            encoder: EncoderSettings { fps, level, ..encoder },
+            peer: PeerSettings { h264_level: level, ..PeerSettings::loopback() },
         }
     }
 }
@@ -275,6 +278,12 @@ impl Cli {
                 self.min_bitrate, self.bitrate, self.max_bitrate
             ));
         }
+        // Refused here, not by the encoder later: the SDP names the level too.
+        if !self.no_camera {
+            let (width, height) = self.resolution;
+            H264Level::for_stream(width, height, self.fps, self.max_bitrate.saturating_mul(1000))
+                .map_err(|e| e.to_string())?;
+        }
         // `auto` falls back to the test pattern when there is no camera; a size
         // it cannot draw would start a camera that never delivers a frame.
         let (width, height) = self.resolution;
@@ -332,6 +341,9 @@ impl Cli {
         } else {
             self.webrtc_bind.iter().map(|ip| std::net::SocketAddr::new(*ip, 0).to_string()).collect()
         };
+        // `check` refused a stream no level allows.
+        let level =
+            H264Level::for_stream(width, height, self.fps, kbps(self.max_bitrate)).unwrap_or_default();
         MediaSettings {
             source: self.camera.clone(),
             format: CaptureFormat { width, height, fps: self.fps },
@@ -341,6 +353,7 @@ impl Cli {
                 min_bitrate: kbps(self.min_bitrate),
                 max_bitrate: kbps(self.max_bitrate),
                 idr_interval: self.idr_interval,
+                level,
             },
             peer: PeerSettings {
                 udp_addrs,
@@ -357,6 +370,7 @@ impl Cli {
                 initial_bitrate: kbps(self.bitrate),
                 min_bitrate: kbps(self.min_bitrate),
                 max_bitrate: kbps(self.max_bitrate),
+                h264_level: level,
             },
         }
     }
@@ -469,6 +483,24 @@ mod tests {
         let libcamera = Cli::parse_from(["lookout", "--camera", "libcamera", "--resolution", "320x240"]);
         assert_eq!(libcamera.check(), Ok(()), "a real camera may have small modes");
         assert!(Cli::try_parse_from(["lookout", "--resolution", "big"]).is_err());
+    }
+
+    #[test]
+    fn the_h264_level_follows_the_stream_and_an_impossible_one_is_refused() {
+        let media = |args: &[&str]| {
+            let cli = Cli::parse_from(["lookout"].iter().chain(args));
+            assert_eq!(cli.check(), Ok(()));
+            let media = cli.settings().media.unwrap();
+            assert_eq!(media.encoder.level, media.peer.h264_level, "SDP and encoder agree");
+            media.encoder.level.idc()
+        };
+        assert_eq!(media(&[]), 31, "1280x720@30");
+        assert_eq!(media(&["--resolution", "1920x1080"]), 40);
+        assert_eq!(media(&["--resolution", "1920x1080", "--fps", "60"]), 42);
+        let error = Cli::parse_from(["lookout", "--resolution", "4096x4096"]).check().unwrap_err();
+        assert!(error.contains("no H.264 level allows 4096x4096 at 30 fps"), "{error}");
+        let no_camera = Cli::parse_from(["lookout", "--no-camera", "--resolution", "4096x4096"]);
+        assert_eq!(no_camera.check(), Ok(()), "no camera, no stream");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! H.264 encoding with openh264, set up for live video over WebRTC.
 //!
-//! Constrained baseline (what every browser decodes; SDP `profile-level-id
-//! 42e01f`, packetization-mode 1), bitrate rate control, no frame skipping
+//! Constrained baseline (what every browser decodes) at the level of
+//! [`H264Level`] (the same one the SDP's `profile-level-id` names), bitrate rate control, no frame skipping
 //! (the encoder keeps every frame it is given; frames lost before it leave a
 //! gap in the RTP clock, which follows capture times), no scene-change IDRs, an IDR every `idr_interval`, and an IDR on demand.
 //! Every IDR carries SPS and PPS in front, so a viewer can start on any IDR.
@@ -10,12 +10,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
     RateControlMode, SpsPpsStrategy, UsageType,
 };
 use openh264::{OpenH264API, Timestamp};
 
 use super::frame::VideoFrame;
+use super::h264_level::H264Level;
 
 /// Encoder settings.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,8 @@ pub struct EncoderSettings {
     pub max_bitrate: u32,
     /// Time between periodic IDRs.
     pub idr_interval: Duration,
+    /// The level written into the SPS (`H264Level::for_stream`).
+    pub level: H264Level,
 }
 
 impl Default for EncoderSettings {
@@ -38,6 +41,7 @@ impl Default for EncoderSettings {
             min_bitrate: 300_000,
             max_bitrate: 6_000_000,
             idr_interval: Duration::from_secs(2),
+            level: H264Level::default(),
         }
     }
 }
@@ -89,7 +93,7 @@ impl H264Encoder {
             .skip_frames(false)
             .intra_frame_period(IntraFramePeriod::from_num_frames(idr_frames.max(1)))
             .profile(Profile::Baseline)
-            .level(Level::Level_4_0)
+            .level(settings.level.openh264())
             .complexity(Complexity::Low)
             .scene_change_detect(false)
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)
@@ -228,6 +232,26 @@ mod tests {
         assert_eq!(sps[start] & 0x1f, 7);
         assert_eq!(sps[start + 1], 0x42, "profile_idc baseline");
         assert_eq!(sps[start + 2] & 0x40, 0x40, "constraint_set1: constrained baseline");
+    }
+
+    /// `level_idc` of the SPS in front of an IDR.
+    fn sps_level(idr: &EncodedFrame) -> u8 {
+        let sps = openh264::nal_units(&idr.data).next().unwrap();
+        let start = sps.iter().position(|&b| b == 1).unwrap() + 1;
+        assert_eq!(sps[start] & 0x1f, 7);
+        sps[start + 3]
+    }
+
+    #[test]
+    fn the_sps_carries_the_level_asked_for() {
+        for (width, height, idc) in [(640, 480, 31), (1280, 720, 31), (1920, 1080, 40)] {
+            let level = H264Level::for_stream(width, height, 30, 6_000_000).unwrap();
+            assert_eq!(level.idc(), idc);
+            let settings = EncoderSettings { level, ..Default::default() };
+            let mut encoder = H264Encoder::new(settings).unwrap();
+            let idr = encoder.encode(&frames(width, height, 1)[0], false).unwrap();
+            assert_eq!(sps_level(&idr), idc, "{width}x{height}");
+        }
     }
 
     #[test]

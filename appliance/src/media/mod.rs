@@ -5,6 +5,8 @@
 //! - [`test_pattern`]: the built-in moving pattern with its timestamp strip.
 //! - `libcamera_source` (feature `libcamera`): capture from a real camera.
 //! - [`encoder`]: openh264 set up for live WebRTC video.
+//! - [`h264_level`]: the stream's H.264 level (SDP and SPS), from its size,
+//!   frame rate and bitrate.
 //! - [`fanout`]: encode once, deliver to every viewer at its own pace.
 //! - [`pipeline`]: the supervisor and its capture/encode worker, restarts,
 //!   status and health.
@@ -15,6 +17,7 @@ pub mod fanout;
 #[cfg(debug_assertions)]
 pub mod fault;
 pub mod frame;
+pub mod h264_level;
 #[cfg(feature = "libcamera")]
 pub mod libcamera_source;
 pub mod pipeline;

@@ -131,6 +131,7 @@ impl ViewerSession {
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let setup = Setup {
             viewer,
+            codec: h264_codec(settings.h264_level).rtp_codec,
             pc: pc.clone(),
             fanout: fanout.clone(),
             send,
@@ -168,6 +169,8 @@ impl ViewerSession {
 /// Everything after the connection exists; any error here closes it.
 struct Setup {
     viewer: ClientId,
+    /// The H.264 codec as registered (at the stream's level).
+    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
     pc: Arc<dyn PeerConnection>,
     fanout: Fanout,
     send: SignalSink,
@@ -179,7 +182,7 @@ struct Setup {
 
 impl Setup {
     async fn run(self) -> Result<ViewerSession, SessionError> {
-        let Setup { viewer, pc, fanout, send, events, estimate, candidate_rx, state_rx } = self;
+        let Setup { viewer, codec, pc, fanout, send, events, estimate, candidate_rx, state_rx } = self;
 
         // One track per connection: a track binds to one connection only.
         let ssrc = rand::random::<u32>();
@@ -190,12 +193,12 @@ impl Setup {
             RtpCodecKind::Video,
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec: h264_codec().rtp_codec,
+                codec: codec.clone(),
                 ..Default::default()
             }],
         )));
         // Frames are stamped with their capture time (see `video_track`).
-        let video = VideoTrack::new(track.clone(), &h264_codec().rtp_codec, ssrc).map_err(webrtc_error)?;
+        let video = VideoTrack::new(track.clone(), &codec, ssrc).map_err(webrtc_error)?;
         let transceiver = pc
             .add_transceiver_from_track(
                 track.clone() as Arc<dyn TrackLocal>,
