@@ -78,6 +78,10 @@ pub struct H264Encoder {
     applied_bitrate: u32,
     applied_max: u32,
     wanted_bitrate: u32,
+    bitrate_refusal_logged: bool,
+    /// Tests: openh264 refuses every bitrate change.
+    #[cfg(test)]
+    refuse_bitrate_changes: bool,
 }
 
 impl H264Encoder {
@@ -105,6 +109,9 @@ impl H264Encoder {
             applied_bitrate: 0,
             applied_max: settings.bitrate,
             wanted_bitrate: settings.bitrate,
+            bitrate_refusal_logged: false,
+            #[cfg(test)]
+            refuse_bitrate_changes: false,
         })
     }
 
@@ -121,7 +128,17 @@ impl H264Encoder {
             self.applied_bitrate = self.settings.bitrate;
         }
         if self.wanted_bitrate != self.applied_bitrate {
-            self.apply_bitrate(self.wanted_bitrate)?;
+            // A refused change must not cost the frame just encoded (it may
+            // be a keyframe): keep the frame and the old rate, say so once.
+            let wanted = self.wanted_bitrate;
+            if let Err(e) = self.apply_bitrate(wanted) {
+                if !self.bitrate_refusal_logged {
+                    tracing::warn!(error = %e, from = self.applied_bitrate, to = wanted,
+                        "the encoder refused a bitrate change; keeping the old rate (logged once)");
+                    self.bitrate_refusal_logged = true;
+                }
+                self.wanted_bitrate = self.applied_bitrate;
+            }
         }
         Ok(EncodedFrame {
             data,
@@ -151,7 +168,14 @@ impl H264Encoder {
         // maximum first when going up and lower it last when going down. The
         // maximum keeps 25 % headroom: rate control undershoots at max == target.
         let max = target.saturating_add(target / 4);
+        #[cfg(test)]
+        let refuse = self.refuse_bitrate_changes;
+        #[cfg(not(test))]
+        let refuse = false;
         let set = |encoder: &mut Encoder, option, layer, bits: u32, name: &'static str| {
+            if refuse {
+                return Err(EncoderError::Option { option: name, code: -1 });
+            }
             let mut info = SBitrateInfo { iLayer: layer, iBitrate: i32::try_from(bits).unwrap_or(i32::MAX) };
             // SAFETY: `set_option` reads an `SBitrateInfo` for these two
             // options, and `info` lives across the call.
@@ -165,9 +189,11 @@ impl H264Encoder {
         };
         if max >= self.applied_max {
             set(&mut self.encoder, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, max, "max bitrate")?;
+            self.applied_max = max;
             set(&mut self.encoder, ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, target, "bitrate")?;
         } else {
             set(&mut self.encoder, ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, target, "bitrate")?;
+            self.applied_bitrate = target;
             set(&mut self.encoder, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, max, "max bitrate")?;
         }
         self.applied_bitrate = target;
@@ -305,6 +331,28 @@ mod tests {
         let mean_error = total_error as f64 / (640.0 * 480.0);
         assert!(mean_error < 6.0, "mean luma error {mean_error}: padding leaked into the picture?");
         assert_eq!(read_timestamp_strip(decoded.y(), stride), source.captured_unix_ms());
+    }
+
+    #[test]
+    fn a_refused_bitrate_change_keeps_the_frame_and_the_old_rate() {
+        let mut encoder = H264Encoder::new(EncoderSettings::default()).unwrap();
+        encoder.refuse_bitrate_changes = true;
+        let input = frames(640, 480, 3);
+        assert!(encoder.encode(&input[0], false).unwrap().keyframe);
+        encoder.set_bitrate(1_000_000);
+        // The change is tried after this keyframe is encoded: refused, and the keyframe stays.
+        let forced = encoder.encode(&input[1], true).expect("the frame survives a refused change");
+        assert!(forced.keyframe);
+        assert_eq!(encoder.bitrate(), 2_500_000, "the old rate stays");
+        assert!(encoder.bitrate_refusal_logged);
+        encoder.set_bitrate(900_000);
+        assert!(encoder.encode(&input[2], false).is_ok(), "and so do the frames after it");
+        assert_eq!(encoder.bitrate(), 2_500_000);
+        encoder.refuse_bitrate_changes = false;
+        encoder.set_bitrate(900_000);
+        encoder.encode(&input[2], false).unwrap();
+        assert_eq!(encoder.bitrate(), 900_000);
+        assert_eq!(encoder.applied_bitrate, 900_000);
     }
 
     #[test]

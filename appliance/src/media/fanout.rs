@@ -7,8 +7,9 @@
 //! after a gap would only decode as garbage.
 //!
 //! The fan-out is also the way back to the encoder: viewers ask for
-//! keyframes and report their bandwidth estimates here, and the encoder
-//! thread reads the requests and the lowest estimate.
+//! keyframes (each at most once a second, `media::rate`) and report their
+//! bandwidth estimates here, and the encoder thread reads the requests and
+//! the fresh estimates.
 //!
 //! Only the [`Fanout`] holds the channel's sender; feeds hold the shared
 //! state without it. [`Fanout::close`] (the pipeline ending for good) drops
@@ -18,10 +19,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::broadcast;
 
 use super::encoder::EncodedFrame;
+use super::rate::{KeyframeLimiter, ESTIMATE_FRESH};
 
 /// Frames held for slow viewers (one second at 30 fps).
 pub const RING_FRAMES: usize = 30;
@@ -37,8 +40,8 @@ struct Shared {
     sender: Mutex<Option<broadcast::Sender<Arc<EncodedFrame>>>>,
     keyframe_requested: AtomicBool,
     next_viewer: AtomicU64,
-    /// Each viewer's latest bandwidth estimate, bits per second.
-    estimates: Mutex<HashMap<u64, u64>>,
+    /// Each viewer's latest bandwidth estimate, bits per second, and when.
+    estimates: Mutex<HashMap<u64, (u64, Instant)>>,
 }
 
 /// Why a feed ended.
@@ -99,18 +102,30 @@ impl Fanout {
         self.shared.keyframe_requested.swap(false, Ordering::Relaxed)
     }
 
-    /// The lowest bandwidth estimate among viewers that reported one.
-    pub fn lowest_estimate(&self) -> Option<u64> {
-        self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner()).values().copied().min()
+    /// The viewers' bandwidth estimates reported within [`ESTIMATE_FRESH`]
+    /// of `now` (the input of `rate::encoder_target`).
+    pub fn fresh_estimates(&self, now: Instant) -> Vec<u64> {
+        let estimates = self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner());
+        estimates
+            .values()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < ESTIMATE_FRESH)
+            .map(|(bps, _)| *bps)
+            .collect()
     }
 
     /// A new viewer's feed. Its first frame will be a keyframe.
     pub fn subscribe(&self) -> Result<ViewerFeed, FeedClosed> {
         let receiver = self.shared.sender().as_ref().ok_or(FeedClosed)?.subscribe();
         let id = self.shared.next_viewer.fetch_add(1, Ordering::Relaxed);
-        let feed =
-            ViewerFeed { id, receiver, shared: self.shared.clone(), waiting_for_keyframe: true, dropped: 0 };
-        self.request_keyframe();
+        let mut feed = ViewerFeed {
+            id,
+            receiver,
+            shared: self.shared.clone(),
+            waiting_for_keyframe: true,
+            dropped: 0,
+            keyframes: KeyframeLimiter::default(),
+        };
+        feed.request_keyframe();
         Ok(feed)
     }
 }
@@ -133,12 +148,18 @@ pub struct ViewerFeed {
     shared: Arc<Shared>,
     waiting_for_keyframe: bool,
     dropped: u64,
+    /// This viewer's keyframe requests: at most one a second.
+    keyframes: KeyframeLimiter,
 }
 
 impl ViewerFeed {
     /// The next frame this viewer should send; skips to a keyframe after a gap.
     pub async fn next(&mut self) -> Result<Arc<EncodedFrame>, FeedClosed> {
         loop {
+            // A request kept back by the limit goes once its second is over.
+            if self.keyframes.poll(Instant::now()) {
+                self.shared.request_keyframe();
+            }
             match self.receiver.recv().await {
                 Ok(frame) => {
                     if self.waiting_for_keyframe && !frame.keyframe {
@@ -151,7 +172,7 @@ impl ViewerFeed {
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     self.dropped += missed;
                     self.waiting_for_keyframe = true;
-                    self.shared.request_keyframe();
+                    self.request_keyframe();
                 }
                 Err(broadcast::error::RecvError::Closed) => return Err(FeedClosed),
             }
@@ -165,12 +186,17 @@ impl ViewerFeed {
 
     /// Reports this viewer's bandwidth estimate to the encoder.
     pub fn report_estimate(&self, bits_per_second: u64) {
-        self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner()).insert(self.id, bits_per_second);
+        let mut estimates = self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner());
+        estimates.insert(self.id, (bits_per_second, Instant::now()));
     }
 
-    /// Asks for a keyframe (the viewer lost a picture: PLI or FIR).
-    pub fn request_keyframe(&self) {
-        self.shared.request_keyframe();
+    /// Asks for a keyframe (the viewer lost a picture: PLI or FIR; or it
+    /// lagged). At most one a second reaches the encoder; a request within
+    /// the second is kept and goes when it is over.
+    pub fn request_keyframe(&mut self) {
+        if self.keyframes.request(Instant::now()) {
+            self.shared.request_keyframe();
+        }
     }
 }
 
@@ -217,6 +243,8 @@ mod tests {
         fanout.publish(frame(0, true));
         assert_eq!(fast.next().await.unwrap().sequence, 0);
         assert_eq!(slow.next().await.unwrap().sequence, 0);
+        // Past the second in which joining asked for a keyframe (one a second per viewer).
+        tokio::time::sleep(Duration::from_millis(1050)).await;
         // The fast viewer keeps up with 100 frames; the slow one reads none.
         for n in 1..=100 {
             fanout.publish(frame(n, n == 95));
@@ -229,17 +257,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn estimates_report_the_lowest_and_leave_with_the_viewer() {
+    async fn fresh_estimates_count_and_leave_with_the_viewer() {
         let fanout = Fanout::new();
         let a = fanout.subscribe().unwrap();
         let b = fanout.subscribe().unwrap();
-        assert_eq!(fanout.lowest_estimate(), None);
+        assert!(fanout.fresh_estimates(Instant::now()).is_empty());
         a.report_estimate(3_000_000);
         b.report_estimate(800_000);
-        assert_eq!(fanout.lowest_estimate(), Some(800_000));
+        let mut fresh = fanout.fresh_estimates(Instant::now());
+        fresh.sort_unstable();
+        assert_eq!(fresh, [800_000, 3_000_000]);
+        // Estimates that stopped coming no longer count.
+        assert!(fanout.fresh_estimates(Instant::now() + ESTIMATE_FRESH).is_empty());
         drop(b);
-        assert_eq!(fanout.lowest_estimate(), Some(3_000_000));
+        assert_eq!(fanout.fresh_estimates(Instant::now()), [3_000_000]);
         assert_eq!(fanout.viewer_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_viewer_gets_one_keyframe_request_a_second_through() {
+        let fanout = Fanout::new();
+        let mut feed = fanout.subscribe().unwrap();
+        assert!(fanout.take_keyframe_request(), "joining asks for one");
+        // A burst of PLIs right after joining: held back, not passed on.
+        for _ in 0..5 {
+            feed.request_keyframe();
+        }
+        assert!(!fanout.take_keyframe_request());
+        // Another viewer is not limited by this one.
+        let mut other = fanout.subscribe().unwrap();
+        assert!(fanout.take_keyframe_request());
+        other.request_keyframe();
+        assert!(!fanout.take_keyframe_request());
+        // The kept request goes with the first frame read after the second.
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+        fanout.publish(frame(0, true));
+        feed.next().await.unwrap();
+        assert!(fanout.take_keyframe_request(), "the kept request went after 1 s");
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@
 //! - [`h264_level`]: the stream's H.264 level (SDP and SPS), from its size,
 //!   frame rate and bitrate.
 //! - [`fanout`]: encode once, deliver to every viewer at its own pace.
+//! - [`rate`]: the rate policy: the encoder's bitrate from the viewers'
+//!   estimates, one keyframe request per viewer per second.
 //! - [`pipeline`]: the supervisor and its capture/encode worker, restarts,
 //!   status and health.
 //! - `fault` (debug builds only): a source that fails on purpose, for tests.
@@ -21,5 +23,6 @@ pub mod h264_level;
 #[cfg(feature = "libcamera")]
 pub mod libcamera_source;
 pub mod pipeline;
+pub mod rate;
 pub mod source;
 pub mod test_pattern;

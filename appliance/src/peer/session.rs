@@ -8,6 +8,7 @@
 //! counted and encoded for only then, with one keyframe). A start that fails
 //! half-way closes the connection it built.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -231,8 +232,9 @@ impl Setup {
             send.clone(),
             events.clone(),
         ));
-        tokio::spawn(keyframe_request_task(track.clone(), fanout.clone()));
-        tokio::spawn(media_task(viewer, video, sender, fanout, state_rx, estimate, events));
+        let keyframe_wanted = Arc::new(AtomicBool::new(false));
+        tokio::spawn(keyframe_request_task(track.clone(), keyframe_wanted.clone()));
+        tokio::spawn(media_task(viewer, video, sender, fanout, state_rx, estimate, events, keyframe_wanted));
         Ok(ViewerSession { pc, inputs, send })
     }
 }
@@ -333,12 +335,13 @@ async fn signaling_task(
     let _ = events.send(SessionEvent::Ended(viewer, reason));
 }
 
-/// Turns the viewer's PLI/FIR into keyframe requests.
-async fn keyframe_request_task(track: Arc<TrackLocalStaticRTP>, fanout: Fanout) {
+/// Notes the viewer's PLI/FIR; the media task passes them on through the
+/// viewer's feed, which lets one a second through (`media::rate`).
+async fn keyframe_request_task(track: Arc<TrackLocalStaticRTP>, wanted: Arc<AtomicBool>) {
     while let Some(event) = track.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(packets) = event {
             if !packets.is_empty() {
-                fanout.request_keyframe();
+                wanted.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -355,6 +358,7 @@ async fn media_task(
     mut state: watch::Receiver<RTCPeerConnectionState>,
     estimate: super::engine::EstimateHandle,
     events: mpsc::UnboundedSender<SessionEvent>,
+    keyframe_wanted: Arc<AtomicBool>,
 ) {
     // Writes before negotiation would vanish silently: wait for "connected".
     let connected = state
@@ -409,6 +413,9 @@ async fn media_task(
         if let Err(e) = video.write(&frame, payload_type).await {
             tracing::debug!(%viewer, error = %e.to_string().chars().take(120).collect::<String>(), "media write ended");
             break EndReason::WriteFailed;
+        }
+        if keyframe_wanted.swap(false, Ordering::Relaxed) {
+            feed.request_keyframe();
         }
         if last_report.elapsed() >= Duration::from_millis(500) {
             feed.report_estimate(estimate.bits_per_second());
