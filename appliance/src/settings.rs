@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::limits::RateLimit;
-use crate::media::encoder::EncoderSettings;
+use crate::media::encoder::{default_encoder_threads, EncoderSettings};
 use crate::media::h264_level::H264Level;
 use crate::media::pipeline::SourceChoice;
 use crate::media::source::CaptureFormat;
@@ -210,6 +210,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 6000, value_name = "KBPS")]
     pub max_bitrate: u32,
 
+    /// H.264 encoder threads (openh264 slices encoded in parallel).
+    /// Default: the number of cores, at most 4.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4), value_name = "N")]
+    pub encoder_threads: Option<u16>,
+
     /// Time between periodic keyframes.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub idr_interval: Duration,
@@ -354,6 +359,7 @@ impl Cli {
                 max_bitrate: kbps(self.max_bitrate),
                 idr_interval: self.idr_interval,
                 level,
+                threads: self.encoder_threads.unwrap_or_else(default_encoder_threads),
             },
             peer: PeerSettings {
                 udp_addrs,
@@ -467,6 +473,12 @@ mod tests {
         assert_eq!(media.source, SourceChoice::TestPattern);
         assert_eq!(media.format, CaptureFormat { width: 640, height: 480, fps: 15 });
         assert_eq!(media.encoder.fps, 15);
+        assert_eq!(media.encoder.threads, default_encoder_threads());
+        assert!((1..=4).contains(&media.encoder.threads));
+        let two = Cli::parse_from(["lookout", "--encoder-threads", "2"]).settings().media.unwrap();
+        assert_eq!(two.encoder.threads, 2);
+        assert!(Cli::try_parse_from(["lookout", "--encoder-threads", "5"]).is_err());
+        assert!(Cli::try_parse_from(["lookout", "--encoder-threads", "0"]).is_err());
         assert!(Cli::parse_from(["lookout", "--no-camera"]).settings().media.is_none());
         assert_eq!(Cli::parse_from(["lookout"]).check(), Ok(()));
         for flags in [["--min-bitrate", "7000"], ["--bitrate", "9000"], ["--max-bitrate", "100"]] {

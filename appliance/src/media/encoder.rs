@@ -31,6 +31,22 @@ pub struct EncoderSettings {
     pub idr_interval: Duration,
     /// The level written into the SPS (`H264Level::for_stream`).
     pub level: H264Level,
+    /// openh264 threads (1 to [`MAX_ENCODER_THREADS`]). Above 1 the picture
+    /// is cut into slices of at most [`SLICE_BYTES`], which the threads
+    /// encode in parallel; 1 is one slice per picture.
+    pub threads: u16,
+}
+
+/// openh264 uses at most this many threads.
+pub const MAX_ENCODER_THREADS: u16 = 4;
+/// Slice size limit with several threads: one slice fits one RTP packet
+/// (webrtc-rs's 1200-byte packets less the RTP header and some room).
+pub const SLICE_BYTES: u32 = 1100;
+
+/// The default thread count: the machine's cores, at most [`MAX_ENCODER_THREADS`].
+pub fn default_encoder_threads() -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u16::try_from(cores).unwrap_or(MAX_ENCODER_THREADS).clamp(1, MAX_ENCODER_THREADS)
 }
 
 impl Default for EncoderSettings {
@@ -42,6 +58,7 @@ impl Default for EncoderSettings {
             max_bitrate: 6_000_000,
             idr_interval: Duration::from_secs(2),
             level: H264Level::default(),
+            threads: 1,
         }
     }
 }
@@ -100,8 +117,15 @@ impl H264Encoder {
             .level(settings.level.openh264())
             .complexity(Complexity::Low)
             .scene_change_detect(false)
-            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
-            .num_threads(1);
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId);
+        let threads = settings.threads.clamp(1, MAX_ENCODER_THREADS);
+        // openh264 runs threads on slices: with one slice per picture it
+        // would use one thread whatever it is told.
+        let config = if threads > 1 {
+            config.num_threads(threads).max_slice_len(SLICE_BYTES)
+        } else {
+            config.num_threads(1)
+        };
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)?;
         Ok(H264Encoder {
             encoder,
@@ -278,6 +302,28 @@ mod tests {
             let idr = encoder.encode(&frames(width, height, 1)[0], false).unwrap();
             assert_eq!(sps_level(&idr), idc, "{width}x{height}");
         }
+    }
+
+    #[test]
+    fn two_threads_write_small_slices_that_decode_to_the_picture() {
+        let settings = EncoderSettings { threads: 2, ..Default::default() };
+        let mut encoder = H264Encoder::new(settings).unwrap();
+        let mut decoder = Decoder::new().unwrap();
+        for (n, frame) in frames(1280, 720, 10).iter().enumerate() {
+            let encoded = encoder.encode(frame, false).unwrap();
+            let nals: Vec<&[u8]> = openh264::nal_units(&encoded.data).collect();
+            let slices = nal_types(&encoded.data).iter().filter(|t| matches!(t, 1 | 5)).count();
+            if n == 0 {
+                assert!(slices > 2, "an IDR at 720p is cut into slices ({slices})");
+            }
+            for nal in nals {
+                assert!(nal.len() <= SLICE_BYTES as usize + 4, "a NAL of {} bytes", nal.len());
+            }
+            let decoded = decoder.decode(&encoded.data).unwrap().expect("a picture");
+            let (stride, _, _) = decoded.strides();
+            assert_eq!(read_timestamp_strip(decoded.y(), stride), frame.captured_unix_ms(), "frame {n}");
+        }
+        assert!((1..=MAX_ENCODER_THREADS).contains(&default_encoder_threads()));
     }
 
     #[test]
