@@ -360,6 +360,7 @@ impl Cli {
                 idr_interval: self.idr_interval,
                 level,
                 threads: self.encoder_threads.unwrap_or_else(default_encoder_threads),
+                ..EncoderSettings::default()
             },
             peer: PeerSettings {
                 udp_addrs,

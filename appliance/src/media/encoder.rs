@@ -35,6 +35,10 @@ pub struct EncoderSettings {
     /// is cut into slices of at most [`SLICE_BYTES`], which the threads
     /// encode in parallel; 1 is one slice per picture.
     pub threads: u16,
+    /// Temporal layers (1 or 2). With 2, every other frame is a
+    /// non-reference frame of layer 1, which a viewer may go without (15 of
+    /// 30 fps) while every frame it gets still decodes.
+    pub temporal_layers: u8,
 }
 
 /// openh264 uses at most this many threads.
@@ -59,6 +63,7 @@ impl Default for EncoderSettings {
             idr_interval: Duration::from_secs(2),
             level: H264Level::default(),
             threads: 1,
+            temporal_layers: 2,
         }
     }
 }
@@ -73,6 +78,9 @@ pub struct EncodedFrame {
     /// (`peer::rtp_clock`).
     pub captured_mono: Instant,
     pub sequence: u64,
+    /// Temporal layer: 0 is the base (every viewer gets it); 1 is a
+    /// non-reference frame no other frame needs.
+    pub layer: u8,
 }
 
 /// Why encoding failed.
@@ -96,6 +104,9 @@ pub struct H264Encoder {
     applied_max: u32,
     wanted_bitrate: u32,
     bitrate_refusal_logged: bool,
+    /// Temporal layers are switched on after the first frame (openh264
+    /// initialises on its first frame; the crate configures one layer).
+    layers_configured: bool,
     /// Tests: openh264 refuses every bitrate change.
     #[cfg(test)]
     refuse_bitrate_changes: bool,
@@ -106,6 +117,9 @@ impl H264Encoder {
         let fps = settings.fps.max(1);
         let idr_frames =
             u32::try_from(settings.idr_interval.as_millis() * u128::from(fps) / 1000).unwrap_or(0);
+        // openh264 wants the IDR period to be a multiple of the layers' GOP.
+        let gop = 1u32 << (settings.temporal_layers.clamp(1, 2) - 1);
+        let idr_frames = idr_frames.max(1).div_ceil(gop) * gop;
         let config = EncoderConfig::new()
             .usage_type(UsageType::CameraVideoRealTime)
             .rate_control_mode(RateControlMode::Bitrate)
@@ -134,6 +148,7 @@ impl H264Encoder {
             applied_max: settings.bitrate,
             wanted_bitrate: settings.bitrate,
             bitrate_refusal_logged: false,
+            layers_configured: settings.temporal_layers <= 1,
             #[cfg(test)]
             refuse_bitrate_changes: false,
         })
@@ -145,9 +160,19 @@ impl H264Encoder {
         if keyframe {
             self.encoder.force_intra_frame();
         }
-        let bitstream = self.encoder.encode_at(frame, Timestamp::from_millis(frame.captured_unix_ms()))?;
+        let timestamp = Timestamp::from_millis(frame.captured_unix_ms());
+        if !self.layers_configured {
+            // The first frame initialises openh264; switch the layers on and
+            // encode the frame again (the switch restarts with an IDR), so
+            // the stream starts with one IDR.
+            self.encoder.encode_at(frame, timestamp)?;
+            self.enable_temporal_layers()?;
+            self.layers_configured = true;
+        }
+        let bitstream = self.encoder.encode_at(frame, timestamp)?;
         let is_idr = bitstream.frame_type() == FrameType::IDR;
         let data = Bytes::from(bitstream.to_vec());
+        let layer = temporal_layer(&data);
         if self.applied_bitrate == 0 {
             self.applied_bitrate = self.settings.bitrate;
         }
@@ -170,7 +195,29 @@ impl H264Encoder {
             captured_at: frame.captured_at,
             captured_mono: frame.captured_mono,
             sequence: frame.sequence,
+            layer,
         })
+    }
+
+    /// Two temporal layers through openh264's full parameter set.
+    fn enable_temporal_layers(&mut self) -> Result<(), EncoderError> {
+        use openh264_sys2::{SEncParamExt, ENCODER_OPTION_SVC_ENCODE_PARAM_EXT};
+        let mut params = SEncParamExt::default();
+        let option = ENCODER_OPTION_SVC_ENCODE_PARAM_EXT;
+        // SAFETY: this option reads an `SEncParamExt`, which lives across the call.
+        let code =
+            unsafe { self.encoder.raw_api().get_option(option, (&mut params as *mut SEncParamExt).cast()) };
+        if code != 0 {
+            return Err(EncoderError::Option { option: "read parameters", code });
+        }
+        params.iTemporalLayerNum = i32::from(self.settings.temporal_layers.clamp(1, 2));
+        // SAFETY: this option writes an `SEncParamExt`, which lives across the call.
+        let code =
+            unsafe { self.encoder.raw_api().set_option(option, (&mut params as *mut SEncParamExt).cast()) };
+        if code != 0 {
+            return Err(EncoderError::Option { option: "temporal layers", code });
+        }
+        Ok(())
     }
 
     /// Asks for a new target bitrate, clamped to `[min, max]`; applied from the next frame.
@@ -224,6 +271,24 @@ impl H264Encoder {
         self.applied_max = max;
         Ok(())
     }
+}
+
+/// The temporal layer of an access unit: 1 when its slices are
+/// non-reference (`nal_ref_idc` 0, which openh264 writes for the upper
+/// layer's frames), else 0.
+pub fn temporal_layer(annex_b: &[u8]) -> u8 {
+    let slice_headers = openh264::nal_units(annex_b).filter_map(|nal| {
+        let header = *nal.iter().position(|&b| b == 1).and_then(|i| nal.get(i + 1))?;
+        matches!(header & 0x1f, 1 | 5).then_some(header)
+    });
+    let mut any = false;
+    for header in slice_headers {
+        any = true;
+        if header & 0x60 != 0 {
+            return 0;
+        }
+    }
+    u8::from(any)
 }
 
 /// NAL unit types in an Annex-B access unit, in order.
@@ -326,6 +391,31 @@ mod tests {
         assert!((1..=MAX_ENCODER_THREADS).contains(&default_encoder_threads()));
     }
 
+    /// Two layers: every other frame is a non-reference frame of layer 1,
+    /// and a decoder given only the base layer decodes every frame it gets.
+    #[test]
+    fn the_base_layer_alone_decodes_at_half_the_rate() {
+        let mut encoder = H264Encoder::new(EncoderSettings::default()).unwrap();
+        let input = frames(640, 480, 40);
+        let encoded: Vec<_> = input.iter().map(|f| encoder.encode(f, false).unwrap()).collect();
+        let layers: Vec<u8> = encoded.iter().map(|e| e.layer).collect();
+        assert_eq!(layers[..6], [0, 1, 0, 1, 0, 1], "{layers:?}");
+        assert_eq!(encoded.iter().filter(|e| e.keyframe).count(), 1, "one IDR at the start");
+        let mut decoder = Decoder::new().unwrap();
+        let mut decoded_frames = 0;
+        for (frame, source) in encoded.iter().zip(&input).filter(|(e, _)| e.layer == 0) {
+            let picture = decoder.decode(&frame.data).unwrap().expect("every base frame decodes");
+            let (stride, _, _) = picture.strides();
+            assert_eq!(read_timestamp_strip(picture.y(), stride), source.captured_unix_ms());
+            decoded_frames += 1;
+        }
+        assert_eq!(decoded_frames, 20);
+        // One layer: every frame is a reference frame.
+        let settings = EncoderSettings { temporal_layers: 1, ..Default::default() };
+        let mut encoder = H264Encoder::new(settings).unwrap();
+        assert!(input[..4].iter().all(|f| encoder.encode(f, false).unwrap().layer == 0));
+    }
+
     #[test]
     fn periodic_idr_follows_the_interval() {
         let settings =
@@ -337,7 +427,8 @@ mod tests {
             .filter(|e| e.keyframe)
             .map(|e| e.sequence)
             .collect();
-        assert_eq!(keyframes, [0, 9, 18]);
+        // 9 frames, rounded up to a multiple of the two layers' GOP of 2.
+        assert_eq!(keyframes, [0, 10, 20]);
     }
 
     /// Padded strides: encode a frame whose rows carry garbage padding and

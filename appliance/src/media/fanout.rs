@@ -6,6 +6,11 @@
 //! then skips until the next keyframe (asking for one), because P-frames
 //! after a gap would only decode as garbage.
 //!
+//! Each frame carries its temporal layer; a viewer whose own bandwidth
+//! estimate is well below the encoder's target gets only the base layer
+//! (`media::rate::viewer_max_layer`): upper-layer frames are non-reference,
+//! so skipping them needs no keyframe and every frame it gets decodes.
+//!
 //! The fan-out is also the way back to the encoder: viewers ask for
 //! keyframes (each at most once a second, `media::rate`) and report their
 //! bandwidth estimates here, and the encoder thread reads the requests and
@@ -24,7 +29,7 @@ use std::time::Instant;
 use tokio::sync::broadcast;
 
 use super::encoder::EncodedFrame;
-use super::rate::{KeyframeLimiter, ESTIMATE_FRESH};
+use super::rate::{viewer_max_layer, KeyframeLimiter, ESTIMATE_FRESH};
 
 /// Frames held for slow viewers (one second at 30 fps).
 pub const RING_FRAMES: usize = 30;
@@ -40,6 +45,8 @@ struct Shared {
     sender: Mutex<Option<broadcast::Sender<Arc<EncodedFrame>>>>,
     keyframe_requested: AtomicBool,
     next_viewer: AtomicU64,
+    /// The encoder's current target, bits per second (0: not encoding yet).
+    encoder_target: AtomicU64,
     /// Each viewer's latest bandwidth estimate, bits per second, and when.
     estimates: Mutex<HashMap<u64, (u64, Instant)>>,
 }
@@ -63,6 +70,7 @@ impl Fanout {
                 sender: Mutex::new(Some(sender)),
                 keyframe_requested: AtomicBool::new(false),
                 next_viewer: AtomicU64::new(1),
+                encoder_target: AtomicU64::new(0),
                 estimates: Mutex::new(HashMap::new()),
             }),
         }
@@ -102,6 +110,12 @@ impl Fanout {
         self.shared.keyframe_requested.swap(false, Ordering::Relaxed)
     }
 
+    /// The encoder's target now (the worker calls this per frame); viewers
+    /// well below it get the base layer only.
+    pub fn set_encoder_target(&self, bits_per_second: u64) {
+        self.shared.encoder_target.store(bits_per_second, Ordering::Relaxed);
+    }
+
     /// The viewers' bandwidth estimates reported within [`ESTIMATE_FRESH`]
     /// of `now` (the input of `rate::encoder_target`).
     pub fn fresh_estimates(&self, now: Instant) -> Vec<u64> {
@@ -124,10 +138,25 @@ impl Fanout {
             waiting_for_keyframe: true,
             dropped: 0,
             keyframes: KeyframeLimiter::default(),
+            max_layer: test_layer_cap(),
+            layer_skipped: 0,
         };
         feed.request_keyframe();
         Ok(feed)
     }
+}
+
+/// Test hook (debug builds only): `LOOKOUT_TEST_MAX_LAYER=0` in the
+/// environment gives every viewer the base layer only, as a weak link would
+/// (`tests/browser/layers.test.mjs`).
+#[cfg(debug_assertions)]
+fn test_layer_cap() -> u8 {
+    std::env::var("LOOKOUT_TEST_MAX_LAYER").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+#[cfg(not(debug_assertions))]
+fn test_layer_cap() -> u8 {
+    1
 }
 
 impl Shared {
@@ -150,6 +179,9 @@ pub struct ViewerFeed {
     dropped: u64,
     /// This viewer's keyframe requests: at most one a second.
     keyframes: KeyframeLimiter,
+    /// The highest temporal layer this viewer gets (0: base only).
+    max_layer: u8,
+    layer_skipped: u64,
 }
 
 impl ViewerFeed {
@@ -162,6 +194,11 @@ impl ViewerFeed {
             }
             match self.receiver.recv().await {
                 Ok(frame) => {
+                    if frame.layer > self.max_layer {
+                        // Non-reference: nothing this viewer gets needs it.
+                        self.layer_skipped += 1;
+                        continue;
+                    }
                     if self.waiting_for_keyframe && !frame.keyframe {
                         self.dropped += 1;
                         continue;
@@ -184,10 +221,30 @@ impl ViewerFeed {
         self.dropped
     }
 
-    /// Reports this viewer's bandwidth estimate to the encoder.
-    pub fn report_estimate(&self, bits_per_second: u64) {
+    /// Reports this viewer's bandwidth estimate to the encoder, and picks
+    /// the layers this viewer gets from it.
+    pub fn report_estimate(&mut self, bits_per_second: u64) {
         let mut estimates = self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner());
         estimates.insert(self.id, (bits_per_second, Instant::now()));
+        drop(estimates);
+        let target = self.shared.encoder_target.load(Ordering::Relaxed);
+        if target > 0 {
+            let layer = viewer_max_layer(self.max_layer, bits_per_second, target).min(test_layer_cap());
+            if layer != self.max_layer {
+                tracing::debug!(viewer = self.id, layer, estimate = bits_per_second, target, "viewer layers");
+                self.max_layer = layer;
+            }
+        }
+    }
+
+    /// The highest temporal layer this viewer gets (0: the base layer only).
+    pub fn max_layer(&self) -> u8 {
+        self.max_layer
+    }
+
+    /// Upper-layer frames this viewer went without.
+    pub fn layer_skipped(&self) -> u64 {
+        self.layer_skipped
     }
 
     /// Asks for a keyframe (the viewer lost a picture: PLI or FIR; or it
@@ -211,6 +268,10 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
+    fn layered(sequence: u64, keyframe: bool, layer: u8) -> EncodedFrame {
+        EncodedFrame { layer, ..frame(sequence, keyframe) }
+    }
+
     fn frame(sequence: u64, keyframe: bool) -> EncodedFrame {
         EncodedFrame {
             data: bytes::Bytes::from(vec![0; 10]),
@@ -218,6 +279,7 @@ mod tests {
             captured_at: SystemTime::now(),
             captured_mono: std::time::Instant::now(),
             sequence,
+            layer: 0,
         }
     }
 
@@ -259,8 +321,8 @@ mod tests {
     #[tokio::test]
     async fn fresh_estimates_count_and_leave_with_the_viewer() {
         let fanout = Fanout::new();
-        let a = fanout.subscribe().unwrap();
-        let b = fanout.subscribe().unwrap();
+        let mut a = fanout.subscribe().unwrap();
+        let mut b = fanout.subscribe().unwrap();
         assert!(fanout.fresh_estimates(Instant::now()).is_empty());
         a.report_estimate(3_000_000);
         b.report_estimate(800_000);
@@ -272,6 +334,39 @@ mod tests {
         drop(b);
         assert_eq!(fanout.fresh_estimates(Instant::now()), [3_000_000]);
         assert_eq!(fanout.viewer_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_weak_viewer_gets_the_base_layer_while_the_others_get_every_frame() {
+        let fanout = Fanout::new();
+        let mut strong = fanout.subscribe().unwrap();
+        let mut weak = fanout.subscribe().unwrap();
+        fanout.take_keyframe_request();
+        fanout.set_encoder_target(2_500_000);
+        strong.report_estimate(3_000_000);
+        weak.report_estimate(600_000);
+        assert_eq!((strong.max_layer(), weak.max_layer()), (1, 0));
+        for n in 0..8 {
+            fanout.publish(layered(n, n == 0, (n % 2) as u8));
+        }
+        for n in 0..8 {
+            assert_eq!(strong.next().await.unwrap().sequence, n);
+        }
+        for n in [0, 2, 4, 6] {
+            assert_eq!(weak.next().await.unwrap().sequence, n, "base layer only, no keyframe asked");
+        }
+        assert_eq!(weak.layer_skipped(), 3);
+        assert_eq!(weak.dropped(), 0);
+        assert!(!fanout.take_keyframe_request(), "going down a layer costs nobody a keyframe");
+        // Its link recovers: every frame again, at once (7 still queued: it
+        // needs only 6, which this viewer has).
+        weak.report_estimate(2_400_000);
+        fanout.publish(layered(8, false, 0));
+        fanout.publish(layered(9, false, 1));
+        assert_eq!(weak.next().await.unwrap().sequence, 7);
+        assert_eq!(weak.next().await.unwrap().sequence, 8);
+        assert_eq!(weak.next().await.unwrap().sequence, 9);
+        assert!(!fanout.take_keyframe_request());
     }
 
     #[tokio::test]

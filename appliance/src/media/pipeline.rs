@@ -574,6 +574,7 @@ impl Worker {
             // The policy (median of fresh estimates, else --bitrate): `media::rate`.
             let estimates = fanout.fresh_estimates(Instant::now());
             encoder.set_bitrate(rate::encoder_target(&estimates, settings.encoder.bitrate));
+            fanout.set_encoder_target(u64::from(encoder.bitrate()));
             match encoder.encode(&frame, keyframe) {
                 Ok(encoded) => {
                     encoder_errors = 0;

@@ -11,6 +11,12 @@
 //!   for an IDR burst: the pacer sends at exactly the estimate.
 //! - **No estimates** (nobody reported for [`ESTIMATE_FRESH`]): back to
 //!   `--bitrate`, instead of keeping whatever the last viewer's link allowed.
+//! - **Layers**: the encoder writes two temporal layers (every other frame
+//!   is a non-reference frame of layer 1). A viewer whose own estimate is
+//!   below [`BASE_ONLY_BELOW`] of the encoder's target gets only the base
+//!   layer (half the frame rate, roughly two thirds of the bits) until its
+//!   estimate is back above [`ALL_LAYERS_FROM`] of it; no keyframe is needed
+//!   either way, for anyone.
 //! - **Keyframes**: each viewer may ask at most once per
 //!   [`KEYFRAME_INTERVAL`]; a request within that time is kept and sent when
 //!   the interval is over (a PLI burst costs one IDR, and one viewer cannot
@@ -24,6 +30,25 @@ use std::time::{Duration, Instant};
 pub const ESTIMATE_FRESH: Duration = Duration::from_secs(2);
 /// A viewer's keyframe requests reach the encoder at most this often.
 pub const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A viewer whose estimate falls below this share of the encoder's target
+/// gets the base layer only.
+pub const BASE_ONLY_BELOW: f64 = 0.75;
+/// ... and all layers again once its estimate is above this share.
+pub const ALL_LAYERS_FROM: f64 = 0.9;
+
+/// The highest temporal layer a viewer gets (0: base only; 1: all), from
+/// its estimate and the encoder's target, with hysteresis around `current`.
+pub fn viewer_max_layer(current: u8, estimate: u64, encoder_target: u64) -> u8 {
+    let share = estimate as f64 / encoder_target.max(1) as f64;
+    if share < BASE_ONLY_BELOW {
+        0
+    } else if share >= ALL_LAYERS_FROM {
+        1
+    } else {
+        current
+    }
+}
 
 /// The encoder's target (bits per second) for these fresh estimates.
 pub fn encoder_target(estimates: &[u64], configured: u32) -> u32 {
@@ -81,6 +106,16 @@ mod tests {
         );
         assert_eq!(encoder_target(&[600_000, 500_000, 4_000_000, 3_000_000], 2_500_000), 540_000);
         assert_eq!(encoder_target(&[u64::MAX], 1), u32::MAX);
+    }
+
+    #[test]
+    fn a_viewer_below_the_target_gets_the_base_layer_with_hysteresis() {
+        assert_eq!(viewer_max_layer(1, 3_000_000, 2_500_000), 1);
+        assert_eq!(viewer_max_layer(1, 2_000_000, 2_500_000), 1, "80 %: keeps what it has");
+        assert_eq!(viewer_max_layer(1, 1_800_000, 2_500_000), 0, "72 %: base only");
+        assert_eq!(viewer_max_layer(0, 2_000_000, 2_500_000), 0, "80 %: still base only");
+        assert_eq!(viewer_max_layer(0, 2_250_000, 2_500_000), 1, "90 %: all layers again");
+        assert_eq!(viewer_max_layer(1, 0, 0), 0, "no target yet: no division by zero");
     }
 
     #[test]
