@@ -85,6 +85,15 @@ if ! skip browser; then
     unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 phone.test.mjs'
 fi
 
+if ! skip browser; then
+    # About 65 s: a minute of a camera that loses every third frame (issue 13, capture-clock timing).
+    step "browser: RTP timestamps follow capture time, latency flat with lost frames (Chromium, 60 s)"
+    unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test timing.test.mjs'
+    # About 25 s: a viewer held to the base temporal layer decodes every frame it gets (issue 13).
+    step "browser: a base-layer-only viewer decodes at half the frame rate, no freezes (Chromium)"
+    unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test layers.test.mjs'
+fi
+
 if ! skip lan; then
     step "browser across a virtual LAN (two network namespaces, defaults, mDNS-hidden browser addresses)"
     (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)

@@ -1,11 +1,13 @@
 //! Encoder benchmark: milliseconds per frame for the live encoder settings
-//! at 640x480, 1280x720 and 1920x1080, on the moving test pattern.
-//! `cargo bench -p lookout --bench encoder` prints median and p90 per size,
-//! and the test pattern's own render time for comparison.
+//! at 640x480, 1280x720 and 1920x1080 with one thread, and at 1280x720 and
+//! 1920x1080 with 2 threads (`--encoder-threads`), on the moving test pattern.
+//! `cargo bench -p lookout --bench encoder` prints median and p90 per case,
+//! the test pattern's own render time, and the 1-thread / 2-thread ratio.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use lookout::media::encoder::{EncoderSettings, H264Encoder};
+use lookout::media::h264_level::H264Level;
 use lookout::media::source::CaptureFormat;
 use lookout::media::test_pattern::TestPattern;
 
@@ -22,12 +24,26 @@ fn main() {
     let frames = if quick { 5 } else { FRAMES };
     println!("encoder benchmark: {frames} frames per size, test pattern content, 30 fps settings");
     println!(
-        "{:>10} {:>12} {:>12} {:>12} {:>14}",
-        "size", "median ms", "p90 ms", "render ms", "kbit/s @30fps"
+        "{:>10} {:>8} {:>12} {:>12} {:>12} {:>14}",
+        "size", "threads", "median ms", "p90 ms", "render ms", "kbit/s @30fps"
     );
-    for (width, height, bitrate) in [(640, 480, 1_500_000), (1280, 720, 2_500_000), (1920, 1080, 4_000_000)] {
+    let mut single = std::collections::HashMap::new();
+    for (width, height, bitrate, threads) in [
+        (640, 480, 1_500_000, 1),
+        (1280, 720, 2_500_000, 1),
+        (1280, 720, 2_500_000, 2),
+        (1920, 1080, 4_000_000, 1),
+        (1920, 1080, 4_000_000, 2),
+    ] {
         let pattern = TestPattern::new(CaptureFormat { width, height, fps: 30 }).expect("pattern");
-        let settings = EncoderSettings { bitrate, max_bitrate: bitrate * 2, ..EncoderSettings::default() };
+        let level = H264Level::for_stream(width, height, 30, bitrate * 2).expect("a level");
+        let settings = EncoderSettings {
+            bitrate,
+            max_bitrate: bitrate * 2,
+            level,
+            threads,
+            ..EncoderSettings::default()
+        };
         let mut encoder = H264Encoder::new(settings).expect("encoder");
         let mut encode_times = Vec::new();
         let mut render_times = Vec::new();
@@ -44,10 +60,19 @@ fn main() {
         encode_times.sort();
         render_times.sort();
         let kbps = bytes as f64 * 8.0 / (frames as f64 / 30.0) / 1000.0;
+        let median = percentile(&encode_times, 0.5);
+        let ratio = match single.get(&(width, height)) {
+            Some(one) if threads > 1 => format!("  ({:.2} x faster than 1 thread)", one / median),
+            _ => String::new(),
+        };
+        if threads == 1 {
+            single.insert((width, height), median);
+        }
         println!(
-            "{:>10} {:>12.2} {:>12.2} {:>12.2} {:>14.0}",
+            "{:>10} {:>8} {:>12.2} {:>12.2} {:>12.2} {:>14.0}{ratio}",
             format!("{width}x{height}"),
-            percentile(&encode_times, 0.5),
+            threads,
+            median,
             percentile(&encode_times, 0.9),
             percentile(&render_times, 0.5),
             kbps

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::limits::RateLimit;
-use crate::media::encoder::EncoderSettings;
+use crate::media::encoder::{default_encoder_threads, EncoderSettings};
+use crate::media::h264_level::H264Level;
 use crate::media::pipeline::SourceChoice;
 use crate::media::source::CaptureFormat;
 use crate::media::test_pattern::{MIN_HEIGHT, MIN_WIDTH};
@@ -62,11 +63,13 @@ pub struct MediaSettings {
 impl MediaSettings {
     /// Test pattern at `width`x`height`@`fps`, WebRTC on loopback only.
     pub fn for_tests(width: usize, height: usize, fps: u32) -> Self {
+        let encoder = EncoderSettings::default();
+        let level = H264Level::for_stream(width, height, fps, encoder.max_bitrate).unwrap_or_default();
         MediaSettings {
             source: SourceChoice::TestPattern,
             format: CaptureFormat { width, height, fps },
-            encoder: EncoderSettings { fps, ..EncoderSettings::default() },
-            peer: PeerSettings::loopback(),
+            encoder: EncoderSettings { fps, level, ..encoder },
+            peer: PeerSettings { h264_level: level, ..PeerSettings::loopback() },
         }
     }
 }
@@ -215,6 +218,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 6000, value_name = "KBPS")]
     pub max_bitrate: u32,
 
+    /// H.264 encoder threads (openh264 slices encoded in parallel).
+    /// Default: the number of cores, at most 4.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4), value_name = "N")]
+    pub encoder_threads: Option<u16>,
+
     /// Time between periodic keyframes.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub idr_interval: Duration,
@@ -283,6 +291,12 @@ impl Cli {
                 self.min_bitrate, self.bitrate, self.max_bitrate
             ));
         }
+        // Refused here, not by the encoder later: the SDP names the level too.
+        if !self.no_camera {
+            let (width, height) = self.resolution;
+            H264Level::for_stream(width, height, self.fps, self.max_bitrate.saturating_mul(1000))
+                .map_err(|e| e.to_string())?;
+        }
         // `auto` falls back to the test pattern when there is no camera; a size
         // it cannot draw would start a camera that never delivers a frame.
         let (width, height) = self.resolution;
@@ -341,6 +355,9 @@ impl Cli {
         } else {
             self.webrtc_bind.iter().map(|ip| std::net::SocketAddr::new(*ip, 0).to_string()).collect()
         };
+        // `check` refused a stream no level allows.
+        let level =
+            H264Level::for_stream(width, height, self.fps, kbps(self.max_bitrate)).unwrap_or_default();
         MediaSettings {
             source: self.camera.clone(),
             format: CaptureFormat { width, height, fps: self.fps },
@@ -350,6 +367,9 @@ impl Cli {
                 min_bitrate: kbps(self.min_bitrate),
                 max_bitrate: kbps(self.max_bitrate),
                 idr_interval: self.idr_interval,
+                level,
+                threads: self.encoder_threads.unwrap_or_else(default_encoder_threads),
+                ..EncoderSettings::default()
             },
             peer: PeerSettings {
                 udp_addrs,
@@ -366,6 +386,7 @@ impl Cli {
                 initial_bitrate: kbps(self.bitrate),
                 min_bitrate: kbps(self.min_bitrate),
                 max_bitrate: kbps(self.max_bitrate),
+                h264_level: level,
             },
         }
     }
@@ -471,6 +492,12 @@ mod tests {
         assert_eq!(media.source, SourceChoice::TestPattern);
         assert_eq!(media.format, CaptureFormat { width: 640, height: 480, fps: 15 });
         assert_eq!(media.encoder.fps, 15);
+        assert_eq!(media.encoder.threads, default_encoder_threads());
+        assert!((1..=4).contains(&media.encoder.threads));
+        let two = Cli::parse_from(["lookout", "--encoder-threads", "2"]).settings().media.unwrap();
+        assert_eq!(two.encoder.threads, 2);
+        assert!(Cli::try_parse_from(["lookout", "--encoder-threads", "5"]).is_err());
+        assert!(Cli::try_parse_from(["lookout", "--encoder-threads", "0"]).is_err());
         assert!(Cli::parse_from(["lookout", "--no-camera"]).settings().media.is_none());
         assert_eq!(Cli::parse_from(["lookout"]).check(), Ok(()));
         for flags in [["--min-bitrate", "7000"], ["--bitrate", "9000"], ["--max-bitrate", "100"]] {
@@ -487,6 +514,24 @@ mod tests {
         let libcamera = Cli::parse_from(["lookout", "--camera", "libcamera", "--resolution", "320x240"]);
         assert_eq!(libcamera.check(), Ok(()), "a real camera may have small modes");
         assert!(Cli::try_parse_from(["lookout", "--resolution", "big"]).is_err());
+    }
+
+    #[test]
+    fn the_h264_level_follows_the_stream_and_an_impossible_one_is_refused() {
+        let media = |args: &[&str]| {
+            let cli = Cli::parse_from(["lookout"].iter().chain(args));
+            assert_eq!(cli.check(), Ok(()));
+            let media = cli.settings().media.unwrap();
+            assert_eq!(media.encoder.level, media.peer.h264_level, "SDP and encoder agree");
+            media.encoder.level.idc()
+        };
+        assert_eq!(media(&[]), 31, "1280x720@30");
+        assert_eq!(media(&["--resolution", "1920x1080"]), 40);
+        assert_eq!(media(&["--resolution", "1920x1080", "--fps", "60"]), 42);
+        let error = Cli::parse_from(["lookout", "--resolution", "4096x4096"]).check().unwrap_err();
+        assert!(error.contains("no H.264 level allows 4096x4096 at 30 fps"), "{error}");
+        let no_camera = Cli::parse_from(["lookout", "--no-camera", "--resolution", "4096x4096"]);
+        assert_eq!(no_camera.check(), Ok(()), "no camera, no stream");
     }
 
     #[test]

@@ -1,21 +1,22 @@
 //! H.264 encoding with openh264, set up for live video over WebRTC.
 //!
-//! Constrained baseline (what every browser decodes; SDP `profile-level-id
-//! 42e01f`, packetization-mode 1), bitrate rate control, no frame skipping
-//! (a skipped frame would leave a hole in the RTP timestamps), no
-//! scene-change IDRs, an IDR every `idr_interval`, and an IDR on demand.
+//! Constrained baseline (what every browser decodes) at the level of
+//! [`H264Level`] (the same one the SDP's `profile-level-id` names), bitrate rate control, no frame skipping
+//! (the encoder keeps every frame it is given; frames lost before it leave a
+//! gap in the RTP clock, which follows capture times), no scene-change IDRs, an IDR every `idr_interval`, and an IDR on demand.
 //! Every IDR carries SPS and PPS in front, so a viewer can start on any IDR.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Level, Profile,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
     RateControlMode, SpsPpsStrategy, UsageType,
 };
 use openh264::{OpenH264API, Timestamp};
 
 use super::frame::VideoFrame;
+use super::h264_level::H264Level;
 
 /// Encoder settings.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,28 @@ pub struct EncoderSettings {
     pub max_bitrate: u32,
     /// Time between periodic IDRs.
     pub idr_interval: Duration,
+    /// The level written into the SPS (`H264Level::for_stream`).
+    pub level: H264Level,
+    /// openh264 threads (1 to [`MAX_ENCODER_THREADS`]). Above 1 the picture
+    /// is cut into slices of at most [`SLICE_BYTES`], which the threads
+    /// encode in parallel; 1 is one slice per picture.
+    pub threads: u16,
+    /// Temporal layers (1 or 2). With 2, every other frame is a
+    /// non-reference frame of layer 1, which a viewer may go without (15 of
+    /// 30 fps) while every frame it gets still decodes.
+    pub temporal_layers: u8,
+}
+
+/// openh264 uses at most this many threads.
+pub const MAX_ENCODER_THREADS: u16 = 4;
+/// Slice size limit with several threads: one slice fits one RTP packet
+/// (webrtc-rs's 1200-byte packets less the RTP header and some room).
+pub const SLICE_BYTES: u32 = 1100;
+
+/// The default thread count: the machine's cores, at most [`MAX_ENCODER_THREADS`].
+pub fn default_encoder_threads() -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u16::try_from(cores).unwrap_or(MAX_ENCODER_THREADS).clamp(1, MAX_ENCODER_THREADS)
 }
 
 impl Default for EncoderSettings {
@@ -38,6 +61,9 @@ impl Default for EncoderSettings {
             min_bitrate: 300_000,
             max_bitrate: 6_000_000,
             idr_interval: Duration::from_secs(2),
+            level: H264Level::default(),
+            threads: 1,
+            temporal_layers: 2,
         }
     }
 }
@@ -48,9 +74,13 @@ pub struct EncodedFrame {
     pub data: Bytes,
     pub keyframe: bool,
     pub captured_at: SystemTime,
+    /// Capture time on the monotonic clock: the frame's RTP timestamp
+    /// (`peer::rtp_clock`).
+    pub captured_mono: Instant,
     pub sequence: u64,
-    /// Time until the next frame (advances the RTP clock).
-    pub duration: Duration,
+    /// Temporal layer: 0 is the base (every viewer gets it); 1 is a
+    /// non-reference frame no other frame needs.
+    pub layer: u8,
 }
 
 /// Why encoding failed.
@@ -73,7 +103,13 @@ pub struct H264Encoder {
     applied_bitrate: u32,
     applied_max: u32,
     wanted_bitrate: u32,
-    frame_duration: Duration,
+    bitrate_refusal_logged: bool,
+    /// Temporal layers are switched on after the first frame (openh264
+    /// initialises on its first frame; the crate configures one layer).
+    layers_configured: bool,
+    /// Tests: openh264 refuses every bitrate change.
+    #[cfg(test)]
+    refuse_bitrate_changes: bool,
 }
 
 impl H264Encoder {
@@ -81,6 +117,9 @@ impl H264Encoder {
         let fps = settings.fps.max(1);
         let idr_frames =
             u32::try_from(settings.idr_interval.as_millis() * u128::from(fps) / 1000).unwrap_or(0);
+        // openh264 wants the IDR period to be a multiple of the layers' GOP.
+        let gop = 1u32 << (settings.temporal_layers.clamp(1, 2) - 1);
+        let idr_frames = idr_frames.max(1).div_ceil(gop) * gop;
         let config = EncoderConfig::new()
             .usage_type(UsageType::CameraVideoRealTime)
             .rate_control_mode(RateControlMode::Bitrate)
@@ -89,11 +128,18 @@ impl H264Encoder {
             .skip_frames(false)
             .intra_frame_period(IntraFramePeriod::from_num_frames(idr_frames.max(1)))
             .profile(Profile::Baseline)
-            .level(Level::Level_4_0)
+            .level(settings.level.openh264())
             .complexity(Complexity::Low)
             .scene_change_detect(false)
-            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
-            .num_threads(1);
+            .sps_pps_strategy(SpsPpsStrategy::ConstantId);
+        let threads = settings.threads.clamp(1, MAX_ENCODER_THREADS);
+        // openh264 runs threads on slices: with one slice per picture it
+        // would use one thread whatever it is told.
+        let config = if threads > 1 {
+            config.num_threads(threads).max_slice_len(SLICE_BYTES)
+        } else {
+            config.num_threads(1)
+        };
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)?;
         Ok(H264Encoder {
             encoder,
@@ -101,7 +147,10 @@ impl H264Encoder {
             applied_bitrate: 0,
             applied_max: settings.bitrate,
             wanted_bitrate: settings.bitrate,
-            frame_duration: Duration::from_secs(1) / fps,
+            bitrate_refusal_logged: false,
+            layers_configured: settings.temporal_layers <= 1,
+            #[cfg(test)]
+            refuse_bitrate_changes: false,
         })
     }
 
@@ -111,22 +160,64 @@ impl H264Encoder {
         if keyframe {
             self.encoder.force_intra_frame();
         }
-        let bitstream = self.encoder.encode_at(frame, Timestamp::from_millis(frame.captured_unix_ms()))?;
+        let timestamp = Timestamp::from_millis(frame.captured_unix_ms());
+        if !self.layers_configured {
+            // The first frame initialises openh264; switch the layers on and
+            // encode the frame again (the switch restarts with an IDR), so
+            // the stream starts with one IDR.
+            self.encoder.encode_at(frame, timestamp)?;
+            self.enable_temporal_layers()?;
+            self.layers_configured = true;
+        }
+        let bitstream = self.encoder.encode_at(frame, timestamp)?;
         let is_idr = bitstream.frame_type() == FrameType::IDR;
         let data = Bytes::from(bitstream.to_vec());
+        let layer = temporal_layer(&data);
         if self.applied_bitrate == 0 {
             self.applied_bitrate = self.settings.bitrate;
         }
         if self.wanted_bitrate != self.applied_bitrate {
-            self.apply_bitrate(self.wanted_bitrate)?;
+            // A refused change must not cost the frame just encoded (it may
+            // be a keyframe): keep the frame and the old rate, say so once.
+            let wanted = self.wanted_bitrate;
+            if let Err(e) = self.apply_bitrate(wanted) {
+                if !self.bitrate_refusal_logged {
+                    tracing::warn!(error = %e, from = self.applied_bitrate, to = wanted,
+                        "the encoder refused a bitrate change; keeping the old rate (logged once)");
+                    self.bitrate_refusal_logged = true;
+                }
+                self.wanted_bitrate = self.applied_bitrate;
+            }
         }
         Ok(EncodedFrame {
             data,
             keyframe: is_idr,
             captured_at: frame.captured_at,
+            captured_mono: frame.captured_mono,
             sequence: frame.sequence,
-            duration: self.frame_duration,
+            layer,
         })
+    }
+
+    /// Two temporal layers through openh264's full parameter set.
+    fn enable_temporal_layers(&mut self) -> Result<(), EncoderError> {
+        use openh264_sys2::{SEncParamExt, ENCODER_OPTION_SVC_ENCODE_PARAM_EXT};
+        let mut params = SEncParamExt::default();
+        let option = ENCODER_OPTION_SVC_ENCODE_PARAM_EXT;
+        // SAFETY: this option reads an `SEncParamExt`, which lives across the call.
+        let code =
+            unsafe { self.encoder.raw_api().get_option(option, (&mut params as *mut SEncParamExt).cast()) };
+        if code != 0 {
+            return Err(EncoderError::Option { option: "read parameters", code });
+        }
+        params.iTemporalLayerNum = i32::from(self.settings.temporal_layers.clamp(1, 2));
+        // SAFETY: this option writes an `SEncParamExt`, which lives across the call.
+        let code =
+            unsafe { self.encoder.raw_api().set_option(option, (&mut params as *mut SEncParamExt).cast()) };
+        if code != 0 {
+            return Err(EncoderError::Option { option: "temporal layers", code });
+        }
+        Ok(())
     }
 
     /// Asks for a new target bitrate, clamped to `[min, max]`; applied from the next frame.
@@ -148,7 +239,14 @@ impl H264Encoder {
         // maximum first when going up and lower it last when going down. The
         // maximum keeps 25 % headroom: rate control undershoots at max == target.
         let max = target.saturating_add(target / 4);
+        #[cfg(test)]
+        let refuse = self.refuse_bitrate_changes;
+        #[cfg(not(test))]
+        let refuse = false;
         let set = |encoder: &mut Encoder, option, layer, bits: u32, name: &'static str| {
+            if refuse {
+                return Err(EncoderError::Option { option: name, code: -1 });
+            }
             let mut info = SBitrateInfo { iLayer: layer, iBitrate: i32::try_from(bits).unwrap_or(i32::MAX) };
             // SAFETY: `set_option` reads an `SBitrateInfo` for these two
             // options, and `info` lives across the call.
@@ -162,15 +260,35 @@ impl H264Encoder {
         };
         if max >= self.applied_max {
             set(&mut self.encoder, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, max, "max bitrate")?;
+            self.applied_max = max;
             set(&mut self.encoder, ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, target, "bitrate")?;
         } else {
             set(&mut self.encoder, ENCODER_OPTION_BITRATE, SPATIAL_LAYER_ALL, target, "bitrate")?;
+            self.applied_bitrate = target;
             set(&mut self.encoder, ENCODER_OPTION_MAX_BITRATE, SPATIAL_LAYER_0, max, "max bitrate")?;
         }
         self.applied_bitrate = target;
         self.applied_max = max;
         Ok(())
     }
+}
+
+/// The temporal layer of an access unit: 1 when its slices are
+/// non-reference (`nal_ref_idc` 0, which openh264 writes for the upper
+/// layer's frames), else 0.
+pub fn temporal_layer(annex_b: &[u8]) -> u8 {
+    let slice_headers = openh264::nal_units(annex_b).filter_map(|nal| {
+        let header = *nal.iter().position(|&b| b == 1).and_then(|i| nal.get(i + 1))?;
+        matches!(header & 0x1f, 1 | 5).then_some(header)
+    });
+    let mut any = false;
+    for header in slice_headers {
+        any = true;
+        if header & 0x60 != 0 {
+            return 0;
+        }
+    }
+    u8::from(any)
 }
 
 /// NAL unit types in an Annex-B access unit, in order.
@@ -231,6 +349,73 @@ mod tests {
         assert_eq!(sps[start + 2] & 0x40, 0x40, "constraint_set1: constrained baseline");
     }
 
+    /// `level_idc` of the SPS in front of an IDR.
+    fn sps_level(idr: &EncodedFrame) -> u8 {
+        let sps = openh264::nal_units(&idr.data).next().unwrap();
+        let start = sps.iter().position(|&b| b == 1).unwrap() + 1;
+        assert_eq!(sps[start] & 0x1f, 7);
+        sps[start + 3]
+    }
+
+    #[test]
+    fn the_sps_carries_the_level_asked_for() {
+        for (width, height, idc) in [(640, 480, 31), (1280, 720, 31), (1920, 1080, 40)] {
+            let level = H264Level::for_stream(width, height, 30, 6_000_000).unwrap();
+            assert_eq!(level.idc(), idc);
+            let settings = EncoderSettings { level, ..Default::default() };
+            let mut encoder = H264Encoder::new(settings).unwrap();
+            let idr = encoder.encode(&frames(width, height, 1)[0], false).unwrap();
+            assert_eq!(sps_level(&idr), idc, "{width}x{height}");
+        }
+    }
+
+    #[test]
+    fn two_threads_write_small_slices_that_decode_to_the_picture() {
+        let settings = EncoderSettings { threads: 2, ..Default::default() };
+        let mut encoder = H264Encoder::new(settings).unwrap();
+        let mut decoder = Decoder::new().unwrap();
+        for (n, frame) in frames(1280, 720, 10).iter().enumerate() {
+            let encoded = encoder.encode(frame, false).unwrap();
+            let nals: Vec<&[u8]> = openh264::nal_units(&encoded.data).collect();
+            let slices = nal_types(&encoded.data).iter().filter(|t| matches!(t, 1 | 5)).count();
+            if n == 0 {
+                assert!(slices > 2, "an IDR at 720p is cut into slices ({slices})");
+            }
+            for nal in nals {
+                assert!(nal.len() <= SLICE_BYTES as usize + 4, "a NAL of {} bytes", nal.len());
+            }
+            let decoded = decoder.decode(&encoded.data).unwrap().expect("a picture");
+            let (stride, _, _) = decoded.strides();
+            assert_eq!(read_timestamp_strip(decoded.y(), stride), frame.captured_unix_ms(), "frame {n}");
+        }
+        assert!((1..=MAX_ENCODER_THREADS).contains(&default_encoder_threads()));
+    }
+
+    /// Two layers: every other frame is a non-reference frame of layer 1,
+    /// and a decoder given only the base layer decodes every frame it gets.
+    #[test]
+    fn the_base_layer_alone_decodes_at_half_the_rate() {
+        let mut encoder = H264Encoder::new(EncoderSettings::default()).unwrap();
+        let input = frames(640, 480, 40);
+        let encoded: Vec<_> = input.iter().map(|f| encoder.encode(f, false).unwrap()).collect();
+        let layers: Vec<u8> = encoded.iter().map(|e| e.layer).collect();
+        assert_eq!(layers[..6], [0, 1, 0, 1, 0, 1], "{layers:?}");
+        assert_eq!(encoded.iter().filter(|e| e.keyframe).count(), 1, "one IDR at the start");
+        let mut decoder = Decoder::new().unwrap();
+        let mut decoded_frames = 0;
+        for (frame, source) in encoded.iter().zip(&input).filter(|(e, _)| e.layer == 0) {
+            let picture = decoder.decode(&frame.data).unwrap().expect("every base frame decodes");
+            let (stride, _, _) = picture.strides();
+            assert_eq!(read_timestamp_strip(picture.y(), stride), source.captured_unix_ms());
+            decoded_frames += 1;
+        }
+        assert_eq!(decoded_frames, 20);
+        // One layer: every frame is a reference frame.
+        let settings = EncoderSettings { temporal_layers: 1, ..Default::default() };
+        let mut encoder = H264Encoder::new(settings).unwrap();
+        assert!(input[..4].iter().all(|f| encoder.encode(f, false).unwrap().layer == 0));
+    }
+
     #[test]
     fn periodic_idr_follows_the_interval() {
         let settings =
@@ -242,7 +427,8 @@ mod tests {
             .filter(|e| e.keyframe)
             .map(|e| e.sequence)
             .collect();
-        assert_eq!(keyframes, [0, 9, 18]);
+        // 9 frames, rounded up to a multiple of the two layers' GOP of 2.
+        assert_eq!(keyframes, [0, 10, 20]);
     }
 
     /// Padded strides: encode a frame whose rows carry garbage padding and
@@ -282,6 +468,28 @@ mod tests {
         let mean_error = total_error as f64 / (640.0 * 480.0);
         assert!(mean_error < 6.0, "mean luma error {mean_error}: padding leaked into the picture?");
         assert_eq!(read_timestamp_strip(decoded.y(), stride), source.captured_unix_ms());
+    }
+
+    #[test]
+    fn a_refused_bitrate_change_keeps_the_frame_and_the_old_rate() {
+        let mut encoder = H264Encoder::new(EncoderSettings::default()).unwrap();
+        encoder.refuse_bitrate_changes = true;
+        let input = frames(640, 480, 3);
+        assert!(encoder.encode(&input[0], false).unwrap().keyframe);
+        encoder.set_bitrate(1_000_000);
+        // The change is tried after this keyframe is encoded: refused, and the keyframe stays.
+        let forced = encoder.encode(&input[1], true).expect("the frame survives a refused change");
+        assert!(forced.keyframe);
+        assert_eq!(encoder.bitrate(), 2_500_000, "the old rate stays");
+        assert!(encoder.bitrate_refusal_logged);
+        encoder.set_bitrate(900_000);
+        assert!(encoder.encode(&input[2], false).is_ok(), "and so do the frames after it");
+        assert_eq!(encoder.bitrate(), 2_500_000);
+        encoder.refuse_bitrate_changes = false;
+        encoder.set_bitrate(900_000);
+        encoder.encode(&input[2], false).unwrap();
+        assert_eq!(encoder.bitrate(), 900_000);
+        assert_eq!(encoder.applied_bitrate, 900_000);
     }
 
     #[test]

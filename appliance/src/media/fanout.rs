@@ -6,9 +6,15 @@
 //! then skips until the next keyframe (asking for one), because P-frames
 //! after a gap would only decode as garbage.
 //!
+//! Each frame carries its temporal layer; a viewer whose own bandwidth
+//! estimate is well below the encoder's target gets only the base layer
+//! (`media::rate::viewer_max_layer`): upper-layer frames are non-reference,
+//! so skipping them needs no keyframe and every frame it gets decodes.
+//!
 //! The fan-out is also the way back to the encoder: viewers ask for
-//! keyframes and report their bandwidth estimates here, and the encoder
-//! thread reads the requests and the lowest estimate.
+//! keyframes (each at most once a second, `media::rate`) and report their
+//! bandwidth estimates here, and the encoder thread reads the requests and
+//! the fresh estimates.
 //!
 //! Only the [`Fanout`] holds the channel's sender; feeds hold the shared
 //! state without it. [`Fanout::close`] (the pipeline ending for good) drops
@@ -18,10 +24,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::broadcast;
 
 use super::encoder::EncodedFrame;
+use super::rate::{viewer_max_layer, KeyframeLimiter, ESTIMATE_FRESH};
 
 /// Frames held for slow viewers (one second at 30 fps).
 pub const RING_FRAMES: usize = 30;
@@ -37,8 +45,10 @@ struct Shared {
     sender: Mutex<Option<broadcast::Sender<Arc<EncodedFrame>>>>,
     keyframe_requested: AtomicBool,
     next_viewer: AtomicU64,
-    /// Each viewer's latest bandwidth estimate, bits per second.
-    estimates: Mutex<HashMap<u64, u64>>,
+    /// The encoder's current target, bits per second (0: not encoding yet).
+    encoder_target: AtomicU64,
+    /// Each viewer's latest bandwidth estimate, bits per second, and when.
+    estimates: Mutex<HashMap<u64, (u64, Instant)>>,
 }
 
 /// Why a feed ended.
@@ -60,6 +70,7 @@ impl Fanout {
                 sender: Mutex::new(Some(sender)),
                 keyframe_requested: AtomicBool::new(false),
                 next_viewer: AtomicU64::new(1),
+                encoder_target: AtomicU64::new(0),
                 estimates: Mutex::new(HashMap::new()),
             }),
         }
@@ -99,20 +110,53 @@ impl Fanout {
         self.shared.keyframe_requested.swap(false, Ordering::Relaxed)
     }
 
-    /// The lowest bandwidth estimate among viewers that reported one.
-    pub fn lowest_estimate(&self) -> Option<u64> {
-        self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner()).values().copied().min()
+    /// The encoder's target now (the worker calls this per frame); viewers
+    /// well below it get the base layer only.
+    pub fn set_encoder_target(&self, bits_per_second: u64) {
+        self.shared.encoder_target.store(bits_per_second, Ordering::Relaxed);
+    }
+
+    /// The viewers' bandwidth estimates reported within [`ESTIMATE_FRESH`]
+    /// of `now` (the input of `rate::encoder_target`).
+    pub fn fresh_estimates(&self, now: Instant) -> Vec<u64> {
+        let estimates = self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner());
+        estimates
+            .values()
+            .filter(|(_, at)| now.saturating_duration_since(*at) < ESTIMATE_FRESH)
+            .map(|(bps, _)| *bps)
+            .collect()
     }
 
     /// A new viewer's feed. Its first frame will be a keyframe.
     pub fn subscribe(&self) -> Result<ViewerFeed, FeedClosed> {
         let receiver = self.shared.sender().as_ref().ok_or(FeedClosed)?.subscribe();
         let id = self.shared.next_viewer.fetch_add(1, Ordering::Relaxed);
-        let feed =
-            ViewerFeed { id, receiver, shared: self.shared.clone(), waiting_for_keyframe: true, dropped: 0 };
-        self.request_keyframe();
+        let mut feed = ViewerFeed {
+            id,
+            receiver,
+            shared: self.shared.clone(),
+            waiting_for_keyframe: true,
+            dropped: 0,
+            keyframes: KeyframeLimiter::default(),
+            max_layer: test_layer_cap(),
+            layer_skipped: 0,
+        };
+        feed.request_keyframe();
         Ok(feed)
     }
+}
+
+/// Test hook (debug builds only): `LOOKOUT_TEST_MAX_LAYER=0` in the
+/// environment gives every viewer the base layer only, as a weak link would
+/// (`tests/browser/layers.test.mjs`).
+#[cfg(debug_assertions)]
+fn test_layer_cap() -> u8 {
+    std::env::var("LOOKOUT_TEST_MAX_LAYER").ok().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+#[cfg(not(debug_assertions))]
+fn test_layer_cap() -> u8 {
+    1
 }
 
 impl Shared {
@@ -133,14 +177,28 @@ pub struct ViewerFeed {
     shared: Arc<Shared>,
     waiting_for_keyframe: bool,
     dropped: u64,
+    /// This viewer's keyframe requests: at most one a second.
+    keyframes: KeyframeLimiter,
+    /// The highest temporal layer this viewer gets (0: base only).
+    max_layer: u8,
+    layer_skipped: u64,
 }
 
 impl ViewerFeed {
     /// The next frame this viewer should send; skips to a keyframe after a gap.
     pub async fn next(&mut self) -> Result<Arc<EncodedFrame>, FeedClosed> {
         loop {
+            // A request kept back by the limit goes once its second is over.
+            if self.keyframes.poll(Instant::now()) {
+                self.shared.request_keyframe();
+            }
             match self.receiver.recv().await {
                 Ok(frame) => {
+                    if frame.layer > self.max_layer {
+                        // Non-reference: nothing this viewer gets needs it.
+                        self.layer_skipped += 1;
+                        continue;
+                    }
                     if self.waiting_for_keyframe && !frame.keyframe {
                         self.dropped += 1;
                         continue;
@@ -151,7 +209,7 @@ impl ViewerFeed {
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     self.dropped += missed;
                     self.waiting_for_keyframe = true;
-                    self.shared.request_keyframe();
+                    self.request_keyframe();
                 }
                 Err(broadcast::error::RecvError::Closed) => return Err(FeedClosed),
             }
@@ -163,14 +221,39 @@ impl ViewerFeed {
         self.dropped
     }
 
-    /// Reports this viewer's bandwidth estimate to the encoder.
-    pub fn report_estimate(&self, bits_per_second: u64) {
-        self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner()).insert(self.id, bits_per_second);
+    /// Reports this viewer's bandwidth estimate to the encoder, and picks
+    /// the layers this viewer gets from it.
+    pub fn report_estimate(&mut self, bits_per_second: u64) {
+        let mut estimates = self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner());
+        estimates.insert(self.id, (bits_per_second, Instant::now()));
+        drop(estimates);
+        let target = self.shared.encoder_target.load(Ordering::Relaxed);
+        if target > 0 {
+            let layer = viewer_max_layer(self.max_layer, bits_per_second, target).min(test_layer_cap());
+            if layer != self.max_layer {
+                tracing::debug!(viewer = self.id, layer, estimate = bits_per_second, target, "viewer layers");
+                self.max_layer = layer;
+            }
+        }
     }
 
-    /// Asks for a keyframe (the viewer lost a picture: PLI or FIR).
-    pub fn request_keyframe(&self) {
-        self.shared.request_keyframe();
+    /// The highest temporal layer this viewer gets (0: the base layer only).
+    pub fn max_layer(&self) -> u8 {
+        self.max_layer
+    }
+
+    /// Upper-layer frames this viewer went without.
+    pub fn layer_skipped(&self) -> u64 {
+        self.layer_skipped
+    }
+
+    /// Asks for a keyframe (the viewer lost a picture: PLI or FIR; or it
+    /// lagged). At most one a second reaches the encoder; a request within
+    /// the second is kept and goes when it is over.
+    pub fn request_keyframe(&mut self) {
+        if self.keyframes.request(Instant::now()) {
+            self.shared.request_keyframe();
+        }
     }
 }
 
@@ -185,13 +268,18 @@ mod tests {
     use super::*;
     use std::time::{Duration, SystemTime};
 
+    fn layered(sequence: u64, keyframe: bool, layer: u8) -> EncodedFrame {
+        EncodedFrame { layer, ..frame(sequence, keyframe) }
+    }
+
     fn frame(sequence: u64, keyframe: bool) -> EncodedFrame {
         EncodedFrame {
             data: bytes::Bytes::from(vec![0; 10]),
             keyframe,
             captured_at: SystemTime::now(),
+            captured_mono: std::time::Instant::now(),
             sequence,
-            duration: Duration::from_millis(33),
+            layer: 0,
         }
     }
 
@@ -217,6 +305,8 @@ mod tests {
         fanout.publish(frame(0, true));
         assert_eq!(fast.next().await.unwrap().sequence, 0);
         assert_eq!(slow.next().await.unwrap().sequence, 0);
+        // Past the second in which joining asked for a keyframe (one a second per viewer).
+        tokio::time::sleep(Duration::from_millis(1050)).await;
         // The fast viewer keeps up with 100 frames; the slow one reads none.
         for n in 1..=100 {
             fanout.publish(frame(n, n == 95));
@@ -229,17 +319,76 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn estimates_report_the_lowest_and_leave_with_the_viewer() {
+    async fn fresh_estimates_count_and_leave_with_the_viewer() {
         let fanout = Fanout::new();
-        let a = fanout.subscribe().unwrap();
-        let b = fanout.subscribe().unwrap();
-        assert_eq!(fanout.lowest_estimate(), None);
+        let mut a = fanout.subscribe().unwrap();
+        let mut b = fanout.subscribe().unwrap();
+        assert!(fanout.fresh_estimates(Instant::now()).is_empty());
         a.report_estimate(3_000_000);
         b.report_estimate(800_000);
-        assert_eq!(fanout.lowest_estimate(), Some(800_000));
+        let mut fresh = fanout.fresh_estimates(Instant::now());
+        fresh.sort_unstable();
+        assert_eq!(fresh, [800_000, 3_000_000]);
+        // Estimates that stopped coming no longer count.
+        assert!(fanout.fresh_estimates(Instant::now() + ESTIMATE_FRESH).is_empty());
         drop(b);
-        assert_eq!(fanout.lowest_estimate(), Some(3_000_000));
+        assert_eq!(fanout.fresh_estimates(Instant::now()), [3_000_000]);
         assert_eq!(fanout.viewer_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_weak_viewer_gets_the_base_layer_while_the_others_get_every_frame() {
+        let fanout = Fanout::new();
+        let mut strong = fanout.subscribe().unwrap();
+        let mut weak = fanout.subscribe().unwrap();
+        fanout.take_keyframe_request();
+        fanout.set_encoder_target(2_500_000);
+        strong.report_estimate(3_000_000);
+        weak.report_estimate(600_000);
+        assert_eq!((strong.max_layer(), weak.max_layer()), (1, 0));
+        for n in 0..8 {
+            fanout.publish(layered(n, n == 0, (n % 2) as u8));
+        }
+        for n in 0..8 {
+            assert_eq!(strong.next().await.unwrap().sequence, n);
+        }
+        for n in [0, 2, 4, 6] {
+            assert_eq!(weak.next().await.unwrap().sequence, n, "base layer only, no keyframe asked");
+        }
+        assert_eq!(weak.layer_skipped(), 3);
+        assert_eq!(weak.dropped(), 0);
+        assert!(!fanout.take_keyframe_request(), "going down a layer costs nobody a keyframe");
+        // Its link recovers: every frame again, at once (7 still queued: it
+        // needs only 6, which this viewer has).
+        weak.report_estimate(2_400_000);
+        fanout.publish(layered(8, false, 0));
+        fanout.publish(layered(9, false, 1));
+        assert_eq!(weak.next().await.unwrap().sequence, 7);
+        assert_eq!(weak.next().await.unwrap().sequence, 8);
+        assert_eq!(weak.next().await.unwrap().sequence, 9);
+        assert!(!fanout.take_keyframe_request());
+    }
+
+    #[tokio::test]
+    async fn a_viewer_gets_one_keyframe_request_a_second_through() {
+        let fanout = Fanout::new();
+        let mut feed = fanout.subscribe().unwrap();
+        assert!(fanout.take_keyframe_request(), "joining asks for one");
+        // A burst of PLIs right after joining: held back, not passed on.
+        for _ in 0..5 {
+            feed.request_keyframe();
+        }
+        assert!(!fanout.take_keyframe_request());
+        // Another viewer is not limited by this one.
+        let mut other = fanout.subscribe().unwrap();
+        assert!(fanout.take_keyframe_request());
+        other.request_keyframe();
+        assert!(!fanout.take_keyframe_request());
+        // The kept request goes with the first frame read after the second.
+        tokio::time::sleep(Duration::from_millis(1050)).await;
+        fanout.publish(frame(0, true));
+        feed.next().await.unwrap();
+        assert!(fanout.take_keyframe_request(), "the kept request went after 1 s");
     }
 
     #[tokio::test]

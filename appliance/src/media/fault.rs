@@ -9,7 +9,10 @@
 //! - `stall`: blocks for [`STALL_FOR`] (a hung camera call; the
 //!   supervisor gives up on it after 2 s), then fails;
 //! - `wedge-supervisor`: keeps streaming but wedges the pipeline's
-//!   supervisor loop for good (it stops pinging the watchdog).
+//!   supervisor loop for good (it stops pinging the watchdog);
+//! - `drop`: loses that frame (it is captured, on the pattern's schedule,
+//!   and thrown away), as a camera or a busy capture thread does: the next
+//!   frame comes one frame period late. `drop@2/3` loses every third frame.
 //!
 //! Between faults the source (reopened by the supervisor) behaves. The
 //! module and the `fault:` camera choice do not exist in a release build.
@@ -29,6 +32,7 @@ pub enum FaultKind {
     Error,
     Stall,
     WedgeSupervisor,
+    Drop,
 }
 
 /// How long a `stall` blocks (then it fails, so a soak leaks no threads).
@@ -68,7 +72,10 @@ impl FaultPlan {
             "error" => FaultKind::Error,
             "stall" => FaultKind::Stall,
             "wedge-supervisor" => FaultKind::WedgeSupervisor,
-            other => return Err(format!("unknown fault {other:?}: panic, error, stall or wedge-supervisor")),
+            "drop" => FaultKind::Drop,
+            other => {
+                return Err(format!("unknown fault {other:?}: panic, error, stall, wedge-supervisor or drop"))
+            }
         };
         let after_frames = frames.parse().map_err(|_| usage())?;
         Ok(FaultPlan {
@@ -127,6 +134,12 @@ impl FrameSource for FaultySource {
                     std::thread::sleep(STALL_FOR);
                     return Err(SourceError::Failed("injected fault: the stalled call gave up".into()));
                 }
+                FaultKind::Drop => {
+                    // Captured on schedule and lost; the count includes it,
+                    // so `drop@N/3` loses every third frame of the pattern.
+                    self.pattern.next_frame()?;
+                    self.plan.frames.fetch_add(1, Ordering::SeqCst);
+                }
                 FaultKind::WedgeSupervisor => {}
             }
         }
@@ -147,8 +160,18 @@ mod tests {
         let repeating = FaultPlan::parse("stall@5/4").unwrap();
         let fired: Vec<u64> = (0..20).filter(|n| repeating.due(*n)).collect();
         assert_eq!(fired, [5, 9, 13, 17]);
+        assert_eq!(FaultPlan::parse("drop@2/3").unwrap().kind, FaultKind::Drop);
         for bad in ["panic", "melt@3", "panic@x", "panic@3/y"] {
             assert!(FaultPlan::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn drop_loses_every_third_frame_and_keeps_the_schedule() {
+        let plan = FaultPlan::parse("drop@2/3").unwrap();
+        let mut source =
+            FaultySource::open(&plan, CaptureFormat { width: 640, height: 480, fps: 100 }).unwrap();
+        let sequences: Vec<u64> = (0..6).map(|_| source.next_frame().unwrap().sequence).collect();
+        assert_eq!(sequences, [0, 1, 3, 4, 6, 7], "frames 2, 5, 8 are lost");
     }
 }

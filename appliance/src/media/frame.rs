@@ -1,7 +1,7 @@
 //! Raw video frames: planar YUV 4:2:0 (I420) with row strides, as cameras
 //! deliver them and as the H.264 encoder takes them.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 /// One I420 picture. Planes may be padded: a row of the Y plane is
 /// `y_stride >= width` bytes, a row of U and V `uv_stride >= width / 2`.
@@ -16,6 +16,9 @@ pub struct VideoFrame {
     pub uv_stride: usize,
     /// Wall-clock time the picture was taken (for latency measurements).
     pub captured_at: SystemTime,
+    /// The same moment on the monotonic clock: the RTP timestamps of this
+    /// frame come from it (a wall clock may step; this never does).
+    pub captured_mono: Instant,
     /// Counts frames from the source's start.
     pub sequence: u64,
 }
@@ -37,7 +40,8 @@ impl VideoFrame {
         VideoFrame::grey(width, height, SystemTime::now(), 0)
     }
 
-    /// A frame without padding, all samples mid-grey (128), to draw into.
+    /// A frame without padding, all samples mid-grey (128), to draw into;
+    /// its monotonic capture time is now.
     pub fn grey(width: usize, height: usize, captured_at: SystemTime, sequence: u64) -> VideoFrame {
         VideoFrame {
             width,
@@ -48,6 +52,7 @@ impl VideoFrame {
             y_stride: width,
             uv_stride: width / 2,
             captured_at,
+            captured_mono: Instant::now(),
             sequence,
         }
     }

@@ -668,6 +668,7 @@ fn read_frame(
         let mut frame = layout.copy_frame(&planes)?;
         frame.sequence = sequence.extend(camera_sequence);
         frame.captured_at = clock.wall_time(timestamp_ns);
+        frame.captured_mono = monotonic_instant(timestamp_ns);
         Ok(Some(frame))
     }
     if let Some(buffer) = request.buffer::<AllocatedBuffer>(stream) {
@@ -715,6 +716,17 @@ impl WallClock {
             Err(ahead) if ahead.duration() < WallClock::RESYNC => captured,
             _ => now,
         }
+    }
+}
+
+/// A camera timestamp (CLOCK_MONOTONIC nanoseconds) as an `Instant` (which
+/// is CLOCK_MONOTONIC on Linux), for the RTP clock. A timestamp in the
+/// future or over a second old is from another clock (or none): now.
+fn monotonic_instant(timestamp_ns: u64) -> Instant {
+    let now = Instant::now();
+    match monotonic_now().checked_sub(Duration::from_nanos(timestamp_ns)) {
+        Some(age) if age < Duration::from_secs(1) => now.checked_sub(age).unwrap_or(now),
+        _ => now,
     }
 }
 
@@ -855,6 +867,7 @@ impl Layout {
             y_stride: self.stride,
             uv_stride,
             captured_at: SystemTime::now(),
+            captured_mono: Instant::now(),
             sequence: 0,
         })
     }

@@ -5,7 +5,11 @@
 //! - [`test_pattern`]: the built-in moving pattern with its timestamp strip.
 //! - `libcamera_source` (feature `libcamera`): capture from a real camera.
 //! - [`encoder`]: openh264 set up for live WebRTC video.
+//! - [`h264_level`]: the stream's H.264 level (SDP and SPS), from its size,
+//!   frame rate and bitrate.
 //! - [`fanout`]: encode once, deliver to every viewer at its own pace.
+//! - [`rate`]: the rate policy: the encoder's bitrate from the viewers'
+//!   estimates, one keyframe request per viewer per second.
 //! - [`pipeline`]: the supervisor and its capture/encode worker, restarts,
 //!   status and health.
 //! - `fault` (debug builds only): a source that fails on purpose, for tests.
@@ -15,8 +19,10 @@ pub mod fanout;
 #[cfg(debug_assertions)]
 pub mod fault;
 pub mod frame;
+pub mod h264_level;
 #[cfg(feature = "libcamera")]
 pub mod libcamera_source;
 pub mod pipeline;
+pub mod rate;
 pub mod source;
 pub mod test_pattern;

@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use super::encoder::{EncoderSettings, H264Encoder};
 use super::fanout::Fanout;
+use super::rate;
 use super::source::{CaptureFormat, FrameSource, SourceError};
 use super::test_pattern::TestPattern;
 use crate::sdnotify::Heartbeat;
@@ -570,11 +571,10 @@ impl Worker {
                 fanout.request_keyframe(); // keep it for a little later
                 keyframe = false;
             }
-            if let Some(estimate) = fanout.lowest_estimate() {
-                // Stay under the estimate: the pacer sends at exactly the
-                // estimate, and an IDR burst needs room.
-                encoder.set_bitrate(u32::try_from(estimate * 9 / 10).unwrap_or(u32::MAX));
-            }
+            // The policy (median of fresh estimates, else --bitrate): `media::rate`.
+            let estimates = fanout.fresh_estimates(Instant::now());
+            encoder.set_bitrate(rate::encoder_target(&estimates, settings.encoder.bitrate));
+            fanout.set_encoder_target(u64::from(encoder.bitrate()));
             match encoder.encode(&frame, keyframe) {
                 Ok(encoded) => {
                     encoder_errors = 0;

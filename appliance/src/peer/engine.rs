@@ -25,11 +25,15 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 
+use crate::media::h264_level::H264Level;
+
 /// Payload type we offer for H.264.
 pub const H264_PAYLOAD_TYPE: u8 = 102;
-/// Constrained baseline, level 3.1, packetization mode 1: what openh264
+/// Constrained baseline at `level`, packetization mode 1: what openh264
 /// produces and every browser decodes. Register exactly what is sent.
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub fn h264_fmtp(level: H264Level) -> String {
+    format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={}", level.profile_level_id())
+}
 
 /// Network and bandwidth settings of the camera's peer connections.
 #[derive(Debug, Clone)]
@@ -45,6 +49,9 @@ pub struct PeerSettings {
     pub initial_bitrate: u32,
     pub min_bitrate: u32,
     pub max_bitrate: u32,
+    /// The stream's H.264 level (the SDP's `profile-level-id`; the encoder
+    /// writes the same one).
+    pub h264_level: H264Level,
 }
 
 /// A STUN or TURN server.
@@ -64,6 +71,7 @@ impl Default for PeerSettings {
             initial_bitrate: 2_500_000,
             min_bitrate: 300_000,
             max_bitrate: 6_000_000,
+            h264_level: H264Level::default(),
         }
     }
 }
@@ -75,8 +83,8 @@ impl PeerSettings {
     }
 }
 
-/// The H.264 codec entry.
-pub fn h264_codec() -> RTCRtpCodecParameters {
+/// The H.264 codec entry at `level`.
+pub fn h264_codec(level: H264Level) -> RTCRtpCodecParameters {
     let feedback =
         |typ: &str, parameter: &str| RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() };
     RTCRtpCodecParameters {
@@ -84,7 +92,7 @@ pub fn h264_codec() -> RTCRtpCodecParameters {
             mime_type: MIME_TYPE_H264.to_owned(),
             clock_rate: 90_000,
             channels: 0,
-            sdp_fmtp_line: H264_FMTP.to_owned(),
+            sdp_fmtp_line: h264_fmtp(level),
             rtcp_feedback: vec![
                 feedback(TYPE_RTCP_FB_CCM, "fir"),
                 feedback(TYPE_RTCP_FB_NACK, ""),
@@ -115,7 +123,9 @@ impl Engine {
         let mut media = MediaEngine::default();
         // Codecs first: the configure_* helpers add feedback only to codecs
         // already registered.
-        media.register_codec(h264_codec(), RtpCodecKind::Video).map_err(|e| EngineError(e.to_string()))?;
+        media
+            .register_codec(h264_codec(settings.h264_level), RtpCodecKind::Video)
+            .map_err(|e| EngineError(e.to_string()))?;
         let gcc = Gcc::new(
             f64::from(settings.initial_bitrate),
             f64::from(settings.min_bitrate),

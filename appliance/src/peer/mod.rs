@@ -7,12 +7,15 @@
 //!   interceptor that hands PLI/FIR to the application.
 //! - [`signal`]: the JSON signals exchanged with browsers.
 //! - [`session`]: one viewer's peer connection and its sending task.
+//! - [`video_track`]: packetizes a viewer's frames with RTP timestamps from
+//!   their capture time (the 90 kHz capture clock).
 //! - [`camera`]: the camera's signaling client that creates and ends sessions.
 
 pub mod camera;
 pub mod engine;
 pub mod session;
 pub mod signal;
+pub mod video_track;
 
 pub use camera::CameraPeer;
 pub use engine::PeerSettings;

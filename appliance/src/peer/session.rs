@@ -8,16 +8,16 @@
 //! counted and encoded for only then, with one keyframe). A start that fails
 //! half-way closes the connection it built.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
-use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -27,6 +27,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 
 use super::engine::{h264_codec, Engine, PeerSettings};
 use super::signal::{candidate_json, first_mid, ViewerSignal};
+use super::video_track::VideoTrack;
 use crate::media::fanout::{Fanout, FeedClosed};
 use crate::signaling::ClientId;
 
@@ -131,6 +132,7 @@ impl ViewerSession {
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
         let setup = Setup {
             viewer,
+            codec: h264_codec(settings.h264_level).rtp_codec,
             pc: pc.clone(),
             fanout: fanout.clone(),
             send,
@@ -168,6 +170,8 @@ impl ViewerSession {
 /// Everything after the connection exists; any error here closes it.
 struct Setup {
     viewer: ClientId,
+    /// The H.264 codec as registered (at the stream's level).
+    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
     pc: Arc<dyn PeerConnection>,
     fanout: Fanout,
     send: SignalSink,
@@ -179,30 +183,23 @@ struct Setup {
 
 impl Setup {
     async fn run(self) -> Result<ViewerSession, SessionError> {
-        let Setup { viewer, pc, fanout, send, events, estimate, candidate_rx, state_rx } = self;
+        let Setup { viewer, codec, pc, fanout, send, events, estimate, candidate_rx, state_rx } = self;
 
         // One track per connection: a track binds to one connection only.
         let ssrc = rand::random::<u32>();
-        let track = Arc::new(
-            TrackLocalStaticSample::new(
-                Instant::now(),
-                MediaStreamTrack::new(
-                    "lookout".to_owned(),
-                    "lookout-video".to_owned(),
-                    "camera".to_owned(),
-                    RtpCodecKind::Video,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            ..Default::default()
-                        },
-                        codec: h264_codec().rtp_codec,
-                        ..Default::default()
-                    }],
-                ),
-            )
-            .map_err(webrtc_error)?,
-        );
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            "lookout".to_owned(),
+            "lookout-video".to_owned(),
+            "camera".to_owned(),
+            RtpCodecKind::Video,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: codec.clone(),
+                ..Default::default()
+            }],
+        )));
+        // Frames are stamped with their capture time (see `video_track`).
+        let video = VideoTrack::new(track.clone(), &codec, ssrc).map_err(webrtc_error)?;
         let transceiver = pc
             .add_transceiver_from_track(
                 track.clone() as Arc<dyn TrackLocal>,
@@ -235,8 +232,9 @@ impl Setup {
             send.clone(),
             events.clone(),
         ));
-        tokio::spawn(keyframe_request_task(track.clone(), fanout.clone()));
-        tokio::spawn(media_task(viewer, track, ssrc, sender, fanout, state_rx, estimate, events));
+        let keyframe_wanted = Arc::new(AtomicBool::new(false));
+        tokio::spawn(keyframe_request_task(track.clone(), keyframe_wanted.clone()));
+        tokio::spawn(media_task(viewer, video, sender, fanout, state_rx, estimate, events, keyframe_wanted));
         Ok(ViewerSession { pc, inputs, send })
     }
 }
@@ -385,12 +383,13 @@ async fn signaling_task(
     let _ = events.send(SessionEvent::Ended(viewer, reason));
 }
 
-/// Turns the viewer's PLI/FIR into keyframe requests.
-async fn keyframe_request_task(track: Arc<TrackLocalStaticSample>, fanout: Fanout) {
+/// Notes the viewer's PLI/FIR; the media task passes them on through the
+/// viewer's feed, which lets one a second through (`media::rate`).
+async fn keyframe_request_task(track: Arc<TrackLocalStaticRTP>, wanted: Arc<AtomicBool>) {
     while let Some(event) = track.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(packets) = event {
             if !packets.is_empty() {
-                fanout.request_keyframe();
+                wanted.store(true, Ordering::Relaxed);
             }
         }
     }
@@ -401,13 +400,13 @@ async fn keyframe_request_task(track: Arc<TrackLocalStaticSample>, fanout: Fanou
 #[allow(clippy::too_many_arguments)]
 async fn media_task(
     viewer: ClientId,
-    track: Arc<TrackLocalStaticSample>,
-    ssrc: u32,
+    mut video: VideoTrack,
     sender: Arc<dyn RtpSender>,
     fanout: Fanout,
     mut state: watch::Receiver<RTCPeerConnectionState>,
     estimate: super::engine::EstimateHandle,
     events: mpsc::UnboundedSender<SessionEvent>,
+    keyframe_wanted: Arc<AtomicBool>,
 ) {
     // Writes before negotiation would vanish silently: wait for "connected".
     let connected = state
@@ -459,11 +458,12 @@ async fn media_task(
                 continue;
             }
         };
-        let sample =
-            Sample { data: frame.data.clone(), duration: frame.duration, ..Sample::new(Instant::now()) };
-        if let Err(e) = track.sample_writer(ssrc, payload_type).write_sample(&sample).await {
+        if let Err(e) = video.write(&frame, payload_type).await {
             tracing::debug!(%viewer, error = %e.to_string().chars().take(120).collect::<String>(), "media write ended");
             break EndReason::WriteFailed;
+        }
+        if keyframe_wanted.swap(false, Ordering::Relaxed) {
+            feed.request_keyframe();
         }
         if last_report.elapsed() >= Duration::from_millis(500) {
             feed.report_estimate(estimate.bits_per_second());

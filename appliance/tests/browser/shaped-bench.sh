@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Shaped-link benchmark (figures, not a test; about 90 s): the camera in one
+# network namespace, two viewers in two more, each joined to the camera by
+# its own veth pair (addresses from a private test range that exists only
+# inside these namespaces); the link to the second viewer is shaped on the
+# camera's side to 600 kbit/s (tc tbf) with 40 ms delay (netem). Runs
+# shaped.mjs. Needs root. Usage: shaped-bench.sh path/to/lookout [lookout args]
+set -euo pipefail
+LOOKOUT_BIN=$(realpath "${1:?usage: shaped-bench.sh path/to/lookout [args]}")
+shift
+cd "$(dirname "$0")"
+[ "$(id -u)" -eq 0 ] || { echo "shaped-bench: needs root for ip netns" >&2; exit 1; }
+
+n=$$
+cam="lqcam$n"; clean="lqcln$n"; weak="lqweak$n"
+state=$(mktemp -d)
+lookout_pid=""
+cleanup() {
+    [ -n "$lookout_pid" ] && kill "$lookout_pid" 2>/dev/null && wait "$lookout_pid" 2>/dev/null
+    for ns in "$cam" "$clean" "$weak"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$state"
+}
+trap cleanup EXIT
+
+for ns in "$cam" "$clean" "$weak"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+link() { # link VIEWER_NS CAM_IF VIEWER_IF SUBNET
+    ip link add "$2" type veth peer name "$3"
+    ip link set "$2" netns "$cam"
+    ip link set "$3" netns "$1"
+    ip -n "$cam" addr add "$4.1/24" dev "$2"
+    ip -n "$1" addr add "$4.2/24" dev "$3"
+    ip -n "$cam" link set "$2" up
+    ip -n "$1" link set "$3" up
+    ip -n "$1" route add default dev "$3"
+}
+link "$clean" "lqc$n" "lqv$n" 10.97.1
+link "$weak" "lqs$n" "lqw$n" 10.97.2
+# The camera's sends to the weak viewer: 40 ms delay, then 600 kbit/s. A
+# kernel without sch_netem (this project's CI machine) gets the rate limit
+# alone, and says so.
+if ip netns exec "$cam" tc qdisc add dev "lqs$n" root handle 1: netem delay 40ms 2>/dev/null; then
+    ip netns exec "$cam" tc qdisc add dev "lqs$n" parent 1:1 handle 10: tbf rate 600kbit burst 32kbit latency 300ms
+    echo "shaped link: 600 kbit/s (tbf) + 40 ms (netem)"
+else
+    echo "shaped-bench: WARNING: this kernel has no netem qdisc: the shaped link is 600 kbit/s (tbf) WITHOUT the 40 ms delay" >&2
+    ip netns exec "$cam" tc qdisc add dev "lqs$n" root handle 10: tbf rate 600kbit burst 32kbit latency 300ms
+fi
+
+ip netns exec "$cam" "$LOOKOUT_BIN" --listen 0.0.0.0:8443 --state-dir "$state" --no-mdns --no-webrtc-mdns \
+    --resolution 1280x720 --fps 30 "$@" > "$state/lookout.log" 2>&1 &
+lookout_pid=$!
+for _ in $(seq 150); do
+    grep -q "serving HTTPS" "$state/lookout.log" 2>/dev/null && break
+    sleep 0.1
+done
+grep -q "serving HTTPS" "$state/lookout.log" || { echo "shaped-bench: lookout did not start" >&2; cat "$state/lookout.log" >&2; exit 1; }
+secret=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["room_secret"])' "$state/identity.json")
+
+# Each Chromium runs in its viewer's namespace (playwright talks to it over a pipe).
+for ns in "$clean" "$weak"; do
+    printf '#!/bin/sh\nexec ip netns exec %s /usr/bin/chromium "$@"\n' "$ns" > "$state/chromium-$ns"
+    chmod +x "$state/chromium-$ns"
+done
+SHAPED_URL_CLEAN="https://10.97.1.1:8443/#room=$secret" SHAPED_URL_WEAK="https://10.97.2.1:8443/#room=$secret" \
+SHAPED_BROWSER_CLEAN="$state/chromium-$clean" SHAPED_BROWSER_WEAK="$state/chromium-$weak" \
+    node shaped.mjs && { [ -z "${SHAPED_KEEP_LOG:-}" ] || cp "$state/lookout.log" "$SHAPED_KEEP_LOG"; } || { sed 's/\x1b\[[0-9;]*m//g' "$state/lookout.log" | tail -30 >&2; exit 1; }

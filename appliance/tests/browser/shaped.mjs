@@ -1,0 +1,101 @@
+// Shaped-link benchmark (figures, not pass/fail; run by shaped-bench.sh,
+// which builds the namespaces): two Chromium viewers of one camera, each in
+// its own network namespace, one behind a link shaped to 600 kbit/s with
+// 40 ms delay. Prints, for the clean viewer, fps, latency (solo and with
+// the shaped viewer) and keyframes; for the shaped one, fps and the longest
+// gap between presented frames after its first 5 s.
+import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, waitForVideo } from './harness.mjs';
+
+const { SHAPED_URL_CLEAN, SHAPED_URL_WEAK, SHAPED_BROWSER_CLEAN, SHAPED_BROWSER_WEAK } = process.env;
+const SECONDS = Number(process.env.SHAPED_SECONDS || 30);
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+function quantile(values, q) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.round((sorted.length - 1) * q)];
+}
+
+/** In the page for `ms`: per presented frame [presentedMs, capturedMs] from the strip. */
+function recordFrames(ms) {
+  return new Promise((resolve) => {
+    const video = document.getElementById('video');
+    const canvas = document.createElement('canvas');
+    canvas.width = video.videoWidth;
+    canvas.height = 16;
+    const context = canvas.getContext('2d', { willReadFrequently: true });
+    const frames = [];
+    const start = performance.now();
+    const onFrame = (now, metadata) => {
+      context.drawImage(video, 0, 0, video.videoWidth, 16, 0, 0, video.videoWidth, 16);
+      const pixels = context.getImageData(0, 0, canvas.width, 16).data;
+      let captured = 0;
+      for (let bit = 0; bit < 48; bit += 1) {
+        captured = captured * 2 + (pixels[(8 * canvas.width + bit * 12 + 6) * 4 + 1] > 125 ? 1 : 0);
+      }
+      frames.push([performance.timeOrigin + metadata.presentationTime, captured]);
+      if (now - start < ms) video.requestVideoFrameCallback(onFrame);
+      else resolve(frames);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  });
+}
+
+async function inbound(page) {
+  return page.evaluate(async () => {
+    let found = null;
+    (await window.lookout.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') found = s;
+    });
+    return found;
+  });
+}
+
+async function viewer(executablePath, url) {
+  const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, headless: true });
+  const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+  await page.goto(url);
+  return { browser, page };
+}
+
+function summary(name, frames, stats0, stats1) {
+  const seconds = (stats1.timestamp - stats0.timestamp) / 1000;
+  const latencies = frames.map(([presented, captured]) => presented - captured);
+  const gaps = frames.slice(1).map(([presented], i) => presented - frames[i][0]);
+  console.log(`${name.padEnd(34)} ${((stats1.framesDecoded - stats0.framesDecoded) / seconds).toFixed(1)} fps decoded,`
+    + ` latency median ${median(latencies).toFixed(0)} ms p90 ${quantile(latencies, 0.9).toFixed(0)} ms,`
+    + ` longest gap ${Math.max(...gaps).toFixed(0)} ms, keyframes ${stats1.keyFramesDecoded - stats0.keyFramesDecoded}`
+    + ` in ${seconds.toFixed(0)} s, freezes ${stats1.freezeCount - stats0.freezeCount}, PLI sent ${stats1.pliCount - stats0.pliCount}`);
+}
+
+const clean = await viewer(SHAPED_BROWSER_CLEAN, SHAPED_URL_CLEAN);
+let weak;
+try {
+  await waitForVideo(clean.page, { width: 1280, height: 720, timeout: 30000 });
+  await clean.page.waitForTimeout(3000);
+  let before = await inbound(clean.page);
+  let frames = await clean.page.evaluate(recordFrames, 10000);
+  summary('clean viewer alone (10 s)', frames, before, await inbound(clean.page));
+
+  weak = await viewer(SHAPED_BROWSER_WEAK, SHAPED_URL_WEAK);
+  const joined = Date.now();
+  await waitForVideo(weak.page, { width: 1280, height: 720, timeout: 60000 });
+  console.log(`shaped viewer: first frame ${Date.now() - joined} ms after opening the page`);
+  await weak.page.waitForTimeout(5000);
+  before = await inbound(clean.page);
+  const weakBefore = await inbound(weak.page);
+  const [cleanFrames, weakFrames] = await Promise.all([
+    clean.page.evaluate(recordFrames, SECONDS * 1000),
+    weak.page.evaluate(recordFrames, SECONDS * 1000),
+  ]);
+  summary(`clean viewer with the shaped one`, cleanFrames, before, await inbound(clean.page));
+  summary(`shaped viewer`, weakFrames, weakBefore, await inbound(weak.page));
+  const info = await clean.page.evaluate(async () => (await fetch('/api/info')).json());
+  console.log(`encoder bitrate at the end: ${(info.camera.bitrate / 1000).toFixed(0)} kbit/s, viewers ${info.camera.viewers}`);
+} finally {
+  await clean.browser.close();
+  await weak?.browser.close();
+}
