@@ -631,8 +631,13 @@
     nearby.hidden = items.length === 0;
   }
 
-  refreshNearby();
-  setInterval(refreshNearby, NEARBY_REFRESH_MS);
+  // Not before the video: no request may compete with the connection's
+  // first round trips (docs/performance.md, first frame).
+  const NEARBY_FIRST_MS = 1500;
+  setTimeout(() => {
+    refreshNearby();
+    setInterval(refreshNearby, NEARBY_REFRESH_MS);
+  }, NEARBY_FIRST_MS);
 
   // ---- start ---------------------------------------------------------------
 

@@ -169,6 +169,35 @@ fn first_camera_at_720p() {
     }
 }
 
+/// No work for nobody: while the pipeline has no viewer it asks for frames
+/// with `next_frame_if(|| false)`; the camera keeps its pace, and no
+/// picture is copied out of its buffers until somebody wants one.
+#[test]
+fn an_unwatched_camera_hands_its_buffers_back_unread() {
+    let _turn = lock();
+    let format = CaptureFormat { width: 1280, height: 720, fps: 30 };
+    let mut source = LibcameraSource::open(Some(CAMERA), format).expect("open the virtual camera");
+    // The flag reaches the capture thread with the first call; one picture
+    // may already be on its way.
+    let _ = source.next_frame_if(&mut || false).expect("first idle frame");
+    let copied = source.frames_copied();
+    let started = Instant::now();
+    for i in 0..15 {
+        let frame = source.next_frame_if(&mut || false).unwrap_or_else(|e| panic!("idle frame {i}: {e}"));
+        assert!(frame.is_none(), "nobody asked for frame {i}");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300), "idle frames keep the camera's pace");
+    assert!(
+        source.frames_copied() <= copied + 1,
+        "{} pictures copied while unwatched",
+        source.frames_copied() - copied
+    );
+    // A viewer arrives: the next frames are read again, at once.
+    let frame = source.next_frame_if(&mut || true).expect("frame").expect("a watched frame is delivered");
+    check_bars(&frame, 1280, 720);
+    assert!(source.frames_copied() > copied);
+}
+
 #[test]
 fn unknown_camera_is_not_found() {
     let _turn = lock();

@@ -122,6 +122,19 @@ impl FrameSource for FaultySource {
     }
 
     fn next_frame(&mut self) -> Result<VideoFrame, SourceError> {
+        self.fault_if_due()?;
+        self.pattern.next_frame()
+    }
+
+    fn next_frame_if(&mut self, wanted: &mut dyn FnMut() -> bool) -> Result<Option<VideoFrame>, SourceError> {
+        self.fault_if_due()?;
+        self.pattern.next_frame_if(wanted)
+    }
+}
+
+impl FaultySource {
+    /// Counts a frame, watched or not, and fires the fault when it is due.
+    fn fault_if_due(&mut self) -> Result<(), SourceError> {
         let frames = self.plan.frames.fetch_add(1, Ordering::SeqCst);
         if self.plan.kind != FaultKind::WedgeSupervisor && self.plan.due(frames) {
             match self.plan.kind {
@@ -143,7 +156,7 @@ impl FrameSource for FaultySource {
                 FaultKind::WedgeSupervisor => {}
             }
         }
-        self.pattern.next_frame()
+        Ok(())
     }
 }
 

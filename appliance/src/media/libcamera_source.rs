@@ -26,7 +26,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -185,10 +185,19 @@ pub struct LibcameraSource {
     description: String,
     format: CaptureFormat,
     frame_timeout: Duration,
-    frames: Option<Receiver<Result<VideoFrame, LibcameraError>>>,
+    frames: Option<Receiver<Delivery>>,
     stop: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
+    /// Whether the caller wants the pictures: while it does not, the
+    /// capture thread requeues each completed buffer without reading it.
+    wanted: Arc<AtomicBool>,
+    /// Pictures copied out of the camera's buffers so far.
+    copied: Arc<AtomicU64>,
 }
+
+/// What the capture thread hands over for each completed request: the
+/// picture, or `None` when nobody wanted it (the buffer went straight back).
+type Delivery = Result<Option<VideoFrame>, LibcameraError>;
 
 impl LibcameraSource {
     /// Opens the first camera, or the camera with ID `camera_id`.
@@ -204,11 +213,14 @@ impl LibcameraSource {
         // the caller encodes this one; older frames are dropped, not queued.
         let (frame_tx, frame_rx) = mpsc::sync_channel(1);
         let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = Arc::clone(&stop);
+        let wanted = Arc::new(AtomicBool::new(true));
+        let copied = Arc::new(AtomicU64::new(0));
+        let shared =
+            Shared { stop: Arc::clone(&stop), wanted: Arc::clone(&wanted), copied: Arc::clone(&copied) };
         let thread_options = options.clone();
         let worker = std::thread::Builder::new()
             .name("libcamera".into())
-            .spawn(move || capture_thread(guard, thread_options, setup_tx, frame_tx, thread_stop))
+            .spawn(move || capture_thread(guard, thread_options, setup_tx, frame_tx, shared))
             .map_err(LibcameraError::Thread)?;
         let mut source = LibcameraSource {
             description: String::new(),
@@ -217,6 +229,8 @@ impl LibcameraSource {
             frames: Some(frame_rx),
             stop,
             worker: Some(worker),
+            wanted,
+            copied,
         };
         match setup_rx.recv_timeout(SETUP_TIMEOUT) {
             Ok(Ok(started)) => {
@@ -242,6 +256,36 @@ impl FrameSource for LibcameraSource {
     }
 
     fn next_frame(&mut self) -> Result<VideoFrame, SourceError> {
+        self.wanted.store(true, Ordering::Relaxed);
+        loop {
+            // A frame skipped before the flag was seen is passed over.
+            if let Some(frame) = self.receive()? {
+                return Ok(frame);
+            }
+        }
+    }
+
+    /// Unwanted pictures are never read: the capture thread requeues their
+    /// buffers untouched (see [`LibcameraSource::frames_copied`]).
+    fn next_frame_if(&mut self, wanted: &mut dyn FnMut() -> bool) -> Result<Option<VideoFrame>, SourceError> {
+        self.wanted.store(wanted(), Ordering::Relaxed);
+        match self.receive()? {
+            Some(frame) => Ok(wanted().then_some(frame)),
+            // Skipped, but somebody came meanwhile: the next one is copied.
+            None if wanted() => self.next_frame().map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl LibcameraSource {
+    /// Pictures copied out of the camera so far (none while unwanted).
+    pub fn frames_copied(&self) -> u64 {
+        self.copied.load(Ordering::Relaxed)
+    }
+
+    /// The next delivery from the capture thread.
+    fn receive(&mut self) -> Result<Option<VideoFrame>, SourceError> {
         let frames = self.frames.as_ref().ok_or(LibcameraError::WorkerGone)?;
         match frames.recv_timeout(self.frame_timeout) {
             Ok(result) => Ok(result?),
@@ -286,6 +330,13 @@ impl Drop for ManagerGuard {
     }
 }
 
+/// The flags and counters the capture thread shares with its source.
+struct Shared {
+    stop: Arc<AtomicBool>,
+    wanted: Arc<AtomicBool>,
+    copied: Arc<AtomicU64>,
+}
+
 /// What the capture thread reports once the camera runs.
 struct Started {
     description: String,
@@ -304,8 +355,8 @@ fn capture_thread(
     _guard: ManagerGuard,
     options: LibcameraOptions,
     setup: mpsc::Sender<Result<Started, LibcameraError>>,
-    frames: SyncSender<Result<VideoFrame, LibcameraError>>,
-    stop: Arc<AtomicBool>,
+    frames: SyncSender<Delivery>,
+    shared: Shared,
 ) {
     let manager = match CameraManager::new() {
         Ok(manager) => manager,
@@ -314,7 +365,7 @@ fn capture_thread(
             return;
         }
     };
-    let result = stream(&manager, &options, &setup, &frames, &stop);
+    let result = stream(&manager, &options, &setup, &frames, &shared);
     if let Err(error) = result {
         // Before setup finished the error goes to `open`, afterwards to the
         // reader of frames; whichever is still listening.
@@ -328,8 +379,8 @@ fn stream(
     manager: &CameraManager,
     options: &LibcameraOptions,
     setup: &mpsc::Sender<Result<Started, LibcameraError>>,
-    frames: &SyncSender<Result<VideoFrame, LibcameraError>>,
-    stop: &AtomicBool,
+    frames: &SyncSender<Delivery>,
+    shared: &Shared,
 ) -> Result<(), LibcameraError> {
     let list = manager.cameras();
     let camera = match &options.camera_id {
@@ -399,7 +450,7 @@ fn stream(
             // `open` gave up waiting; nobody wants the frames.
             break 'run Ok(());
         }
-        capture_loop(&active, &stream, &layout, &events, frames, stop, options, &mut parked)
+        capture_loop(&active, &stream, &layout, &events, frames, shared, options, &mut parked)
     };
     // Stop before any request or buffer goes, on every path: libcamera must
     // not touch freed memory. Completed requests (in `parked` and `events`)
@@ -419,8 +470,8 @@ fn capture_loop(
     stream: &Stream,
     layout: &Layout,
     events: &Receiver<Event>,
-    frames: &SyncSender<Result<VideoFrame, LibcameraError>>,
-    stop: &AtomicBool,
+    frames: &SyncSender<Delivery>,
+    shared: &Shared,
     options: &LibcameraOptions,
     parked: &mut Vec<Request>,
 ) -> Result<(), LibcameraError> {
@@ -430,7 +481,7 @@ fn capture_loop(
     let mut next_due = Instant::now();
     let mut last_frame = Instant::now();
     let mut dropped: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
+    while !shared.stop.load(Ordering::Relaxed) {
         let mut request = match events.recv_timeout(POLL) {
             Ok(Event::Completed(request)) => request,
             Ok(Event::Disconnected) => return Err(LibcameraError::Disconnected),
@@ -449,12 +500,20 @@ fn capture_loop(
             continue;
         }
         last_frame = Instant::now();
-        let frame = match read_frame(&request, stream, layout, &mut clock, &mut sequence) {
-            Ok(frame) => frame,
-            Err(error) => {
-                parked.push(request);
-                return Err(error);
+        // Nobody wants the picture: the buffer goes back unread (no copy).
+        let frame = if shared.wanted.load(Ordering::Relaxed) {
+            match read_frame(&request, stream, layout, &mut clock, &mut sequence) {
+                Ok(frame) => {
+                    shared.copied.fetch_add(u64::from(frame.is_some()), Ordering::Relaxed);
+                    frame.map(Some)
+                }
+                Err(error) => {
+                    parked.push(request);
+                    return Err(error);
+                }
             }
+        } else {
+            Some(None)
         };
         match frame {
             Some(frame) => match frames.try_send(Ok(frame)) {
@@ -985,6 +1044,8 @@ mod tests {
             frames: Some(frames),
             stop: Arc::new(AtomicBool::new(false)),
             worker: None,
+            wanted: Arc::new(AtomicBool::new(true)),
+            copied: Arc::new(AtomicU64::new(0)),
         };
         let started = Instant::now();
         assert!(matches!(source.next_frame(), Err(SourceError::Failed(_))));

@@ -552,7 +552,9 @@ impl Worker {
         let mut last_keyframe: Option<Instant> = None;
         let mut encoder_errors = 0u32;
         loop {
-            let frame = match source.next_frame() {
+            // Nobody watches: the source hands its buffer straight back, no
+            // copy and no allocation (`tests/idle_capture.rs` counts them).
+            let frame = match source.next_frame_if(&mut || fanout.viewer_count() > 0) {
                 Ok(frame) => frame,
                 Err(e) => return Outcome::Failed(RestartCause::Error, e.to_string()),
             };
@@ -563,9 +565,7 @@ impl Worker {
                 s.frames_captured += 1;
                 s.last_frame = Some(Instant::now());
             });
-            if fanout.viewer_count() == 0 {
-                continue;
-            }
+            let Some(frame) = frame else { continue };
             let mut keyframe = fanout.take_keyframe_request();
             if keyframe && last_keyframe.is_some_and(|at| at.elapsed() < KEYFRAME_COALESCE) {
                 fanout.request_keyframe(); // keep it for a little later

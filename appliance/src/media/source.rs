@@ -48,4 +48,14 @@ pub trait FrameSource: Send {
 
     /// The next frame.
     fn next_frame(&mut self) -> Result<VideoFrame, SourceError>;
+
+    /// Waits for the next frame, then asks `wanted`: if nobody wants it, the
+    /// buffer goes straight back and the answer is `None`. This is the
+    /// pipeline's call; with nobody watching a source should neither copy
+    /// nor allocate (the test pattern only keeps its pace, a camera requeues
+    /// the buffer untouched). The default takes the frame and drops it.
+    fn next_frame_if(&mut self, wanted: &mut dyn FnMut() -> bool) -> Result<Option<VideoFrame>, SourceError> {
+        let frame = self.next_frame()?;
+        Ok(wanted().then_some(frame))
+    }
 }

@@ -164,7 +164,26 @@ impl FrameSource for TestPattern {
     }
 
     fn next_frame(&mut self) -> Result<VideoFrame, SourceError> {
-        // Absolute schedule: frame n is due at start + n/fps, so sleeps never drift.
+        self.wait_until_due();
+        let frame = self.render(self.sequence, SystemTime::now());
+        self.sequence += 1;
+        Ok(frame)
+    }
+
+    /// Draws the frame only if it is wanted once it is due: unwatched
+    /// frames cost a sleep, no drawing and no allocation.
+    fn next_frame_if(&mut self, wanted: &mut dyn FnMut() -> bool) -> Result<Option<VideoFrame>, SourceError> {
+        self.wait_until_due();
+        let frame = wanted().then(|| self.render(self.sequence, SystemTime::now()));
+        self.sequence += 1;
+        Ok(frame)
+    }
+}
+
+impl TestPattern {
+    /// Sleeps until frame `sequence` is due. Absolute schedule: frame n is
+    /// due at start + n/fps, so sleeps never drift.
+    fn wait_until_due(&mut self) {
         let period = Duration::from_secs(1) / self.format.fps;
         let due = self.started + period * u32::try_from(self.sequence).unwrap_or(u32::MAX);
         let now = Instant::now();
@@ -175,9 +194,6 @@ impl FrameSource for TestPattern {
             // rather than burst frames to catch up.
             self.started = now - period * u32::try_from(self.sequence).unwrap_or(u32::MAX);
         }
-        let frame = self.render(self.sequence, SystemTime::now());
-        self.sequence += 1;
-        Ok(frame)
     }
 }
 

@@ -165,7 +165,10 @@ impl Camera<'_> {
                     self.start(viewer, slots);
                 }
             }
-            ServerMessage::RoomJoin { client_id, .. } => self.start(client_id, slots),
+            ServerMessage::RoomJoin { client_id, .. } => {
+                tracing::debug!(target: super::session::BENCH, viewer = %client_id, "bench: viewer-joined");
+                self.start(client_id, slots)
+            }
             ServerMessage::RoomLeave { client_id } => {
                 if let Some(Slot::Running(session)) = slots.remove(&client_id) {
                     close_in_background(session);

@@ -35,6 +35,18 @@ pub fn h264_fmtp(level: H264Level) -> String {
     format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={}", level.profile_level_id())
 }
 
+/// How often ICE sends a connectivity check while connecting.
+pub const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The pacer sends at this multiple of the bandwidth estimate, as
+/// libwebrtc's pacer does (its `kDefaultPaceMultiplier`). The encoder aims
+/// at the estimate, so on average the pacer idles; what the headroom is for
+/// is a keyframe, several times a P-frame's size: paced at exactly the
+/// estimate, the first keyframe at 1080p (and every later one) took a few
+/// hundred milliseconds to leave, and the frames behind it queued up, which
+/// was the latency burst of the first second (docs/performance.md).
+pub const PACING_FACTOR: f64 = 2.5;
+
 /// Network and bandwidth settings of the camera's peer connections.
 #[derive(Debug, Clone)]
 pub struct PeerSettings {
@@ -135,9 +147,9 @@ impl Engine {
         let interceptors = configure_nack(Registry::new(), &mut media);
         let interceptors = configure_rtcp_reports(interceptors);
         // Congestion control as `configure_congestion_control` sets it up
-        // (TWCC feedback, GCC, pacer), except that the pacer starts at the
-        // estimator's initial rate instead of its 1 Mbit/s default, which
-        // would hold back the first keyframe by a few hundred milliseconds.
+        // (TWCC feedback, GCC, pacer), except that the pacer paces at
+        // PACING_FACTOR times the estimate (see there), starting from the
+        // initial rate instead of its 1 Mbit/s default.
         media.register_feedback(
             RTCPFeedback { typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(), parameter: String::new() },
             RtpCodecKind::Video,
@@ -153,7 +165,9 @@ impl Engine {
             .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
             .with(
                 Slot::Pacer,
-                PacerBuilder::new().with_target_bitrate(f64::from(settings.initial_bitrate)).build(),
+                PacerBuilder::new()
+                    .with_target_bitrate(f64::from(settings.initial_bitrate) * PACING_FACTOR)
+                    .build(),
             )
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
             .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
@@ -181,6 +195,12 @@ impl Engine {
             // The default 1 s wait before nominating such a pair would be a
             // second of black screen on every start.
             .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+            // The camera offers, so it is ICE-controlling: the pair is not
+            // connected (and the browser's DTLS hello waits for a retransmit)
+            // until the camera's own check and nomination go through, which
+            // the default 200 ms check tick delays by up to 200 ms. Check
+            // every 20 ms, for the default 1.4 s per pair.
+            .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(70))
             .with_srflx_acceptance_min_wait(Some(Duration::from_millis(100)))
             .build();
         Ok(Engine { media, interceptors, setting, estimate })
@@ -221,8 +241,11 @@ impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
         self.publish();
     }
 
+    /// What the chain hears, and its only listener is the pacer: the
+    /// estimate times [`PACING_FACTOR`]. The encoder gets the estimate
+    /// itself, through the [`EstimateHandle`].
     fn target_bitrate(&self) -> f64 {
-        self.inner.target_bitrate()
+        self.inner.target_bitrate() * PACING_FACTOR
     }
 
     fn handle_timeout(&mut self, now: Instant) {

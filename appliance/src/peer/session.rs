@@ -21,12 +21,13 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidate, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType,
+    RTCIceCandidate, RTCIceConnectionState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSdpType,
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
 
 use super::engine::{h264_codec, Engine, PeerSettings};
-use super::signal::{candidate_json, first_mid, ViewerSignal};
+use super::signal::{candidate_json, first_mid, offer_for_browser, ViewerSignal};
 use super::video_track::VideoTrack;
 use crate::media::fanout::{Fanout, FeedClosed};
 use crate::signaling::ClientId;
@@ -46,6 +47,10 @@ pub enum SessionError {
 fn webrtc_error(e: impl std::fmt::Display) -> SessionError {
     SessionError::WebRtc(e.to_string())
 }
+
+/// The tracing target of the first-frame timeline (`bench: <milestone>`
+/// events at debug level), read by `appliance/tests/browser/latency-bench.mjs`.
+pub const BENCH: &str = "lookout::bench";
 
 /// No answer from the viewer within this long ends the session.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(15);
@@ -90,6 +95,10 @@ impl PeerConnectionEventHandler for Handler {
     // These run on the connection's driver task: hand over, never block.
     async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
         let _ = self.candidates.send(event.candidate);
+    }
+
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        tracing::debug!(target: BENCH, %state, "bench: ice-{state}");
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
@@ -219,7 +228,8 @@ impl Setup {
         let offer = pc.create_offer(None).await.map_err(webrtc_error)?;
         let mid = first_mid(&offer.sdp);
         pc.set_local_description(offer.clone()).await.map_err(webrtc_error)?;
-        send(serde_json::to_value(&offer).map_err(webrtc_error)?);
+        send(offer_for_browser(&offer).map_err(webrtc_error)?);
+        tracing::debug!(target: BENCH, %viewer, "bench: offer-sent");
 
         let (inputs, input_rx) = mpsc::unbounded_channel();
         tokio::spawn(signaling_task(
@@ -313,6 +323,7 @@ async fn signaling_task(
                         continue;
                     }
                     have_answer = true;
+                    tracing::debug!(target: BENCH, %viewer, "bench: answer-applied");
                     for candidate in early_candidates.drain(..) {
                         if let Err(e) = pc.add_ice_candidate(candidate).await {
                             tracing::debug!(%viewer, error = %e, "viewer candidate rejected");
@@ -343,7 +354,7 @@ async fn signaling_task(
                             mid = first_mid(&offer.sdp).or(mid);
                             if pc.set_local_description(offer.clone()).await.is_ok() {
                                 have_answer = false;
-                                if let Ok(value) = serde_json::to_value(&offer) {
+                                if let Ok(value) = offer_for_browser(&offer) {
                                     send(value);
                                 }
                             }
@@ -370,6 +381,9 @@ async fn signaling_task(
                 }
                 let now = *state.borrow_and_update();
                 tracing::info!(%viewer, state = %now, "viewer connection");
+                if now == RTCPeerConnectionState::Connected {
+                    tracing::debug!(target: BENCH, %viewer, "bench: connected");
+                }
                 connected_once |= now == RTCPeerConnectionState::Connected;
                 if matches!(now, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) {
                     break EndReason::ConnectionEnded;
@@ -441,7 +455,9 @@ async fn media_task(
         let _ = events.send(SessionEvent::Ended(viewer, EndReason::PipelineStopped));
         return;
     };
+    tracing::debug!(target: BENCH, %viewer, "bench: subscribed");
     let mut last_report = Instant::now() - Duration::from_secs(1);
+    let mut first = true;
     let reason = loop {
         let frame = tokio::select! {
             frame = feed.next() => match frame {
@@ -464,6 +480,11 @@ async fn media_task(
         }
         if keyframe_wanted.swap(false, Ordering::Relaxed) {
             feed.request_keyframe();
+        }
+        if first {
+            first = false;
+            let age = frame.captured_at.elapsed().unwrap_or_default().as_millis() as u64;
+            tracing::debug!(target: BENCH, %viewer, keyframe = frame.keyframe, bytes = frame.data.len(), capture_age_ms = age, "bench: first-frame-sent");
         }
         if last_report.elapsed() >= Duration::from_millis(500) {
             feed.report_estimate(estimate.bits_per_second());

@@ -62,6 +62,27 @@ pub fn candidate_json(candidate: &RTCIceCandidate, mid: Option<&str>) -> Option<
     }))
 }
 
+/// The offer as the browser gets it, with the camera as the DTLS client
+/// (`a=setup:active` instead of `actpass`), so the browser answers
+/// `passive`.
+///
+/// Why: the camera is ICE-controlling, and its ICE stack drops every
+/// non-STUN packet until its own check and nomination went through. The
+/// browser (the DTLS client if it may choose) sends its first ClientHello
+/// the moment *its* check succeeds, a few milliseconds too early, and it is
+/// dropped; the browser's retransmit comes 50 ms later (100 ms on a second
+/// loss). As the client, the camera sends its ClientHello the moment it is
+/// connected, into a browser that is already listening. libwebrtc (Chrome,
+/// Edge, Safari) and Firefox answer `passive` to an `active` offer. Only
+/// the copy sent out is changed: the camera's own description keeps
+/// `actpass`, and its DTLS role follows the answer.
+pub fn offer_for_browser(offer: &RTCSessionDescription) -> Result<Value, serde_json::Error> {
+    let mut value = serde_json::to_value(offer)?;
+    let sdp = offer.sdp.replace("a=setup:actpass", "a=setup:active");
+    value["sdp"] = Value::String(sdp);
+    Ok(value)
+}
+
 /// The first `a=mid:` of an SDP (with BUNDLE, all candidates belong to it).
 pub fn first_mid(sdp: &str) -> Option<String> {
     sdp.lines().find_map(|line| line.trim_end().strip_prefix("a=mid:").map(str::to_owned))
@@ -85,6 +106,19 @@ mod tests {
         assert!(matches!(ViewerSignal::parse(&json!({"type": "restart-ice"})), Ok(ViewerSignal::RestartIce)));
         assert!(ViewerSignal::parse(&json!({"hello": 1})).is_err());
         assert!(ViewerSignal::parse(&json!({"sdp": 5})).is_err());
+    }
+
+    #[test]
+    fn the_browser_is_asked_to_be_the_dtls_server() {
+        let offer: RTCSessionDescription = serde_json::from_value(json!({
+            "type": "offer",
+            "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=setup:actpass\r\n",
+        }))
+        .unwrap_or_else(|e| panic!("an offer: {e}"));
+        let sent = offer_for_browser(&offer).unwrap_or_else(|e| panic!("serialises: {e}"));
+        assert_eq!(sent["type"], "offer");
+        let sdp = sent["sdp"].as_str().unwrap_or_default();
+        assert!(sdp.contains("a=setup:active\r\n") && !sdp.contains("actpass"), "{sdp}");
     }
 
     #[test]
