@@ -78,20 +78,22 @@ fi
 export LOOKOUT_BIN="$PWD/target/debug/lookout"
 [ -x "$LOOKOUT_BIN" ] || { echo "missing $LOOKOUT_BIN" >&2; exit 1; }
 if ! skip browser; then
-    step "browser end-to-end tests (Chromium, in a network namespace with only loopback)"
     (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-    unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 viewer.test.mjs supervision.test.mjs secret_log.test.mjs cross-origin.test.mjs hostile.test.mjs'
-    # The viewer in emulated phones (320x568 to 844x390, touch): about 50 s.
-    unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test --test-concurrency=1 phone.test.mjs'
-fi
-
-if ! skip browser; then
+    # browser_tests FILE...: node's test runner in a network namespace with only loopback.
+    browser_tests() {
+        unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && exec node --test --test-concurrency=1 "$@"' sh "$@"
+    }
+    step "browser end-to-end tests (Chromium, in a network namespace with only loopback)"
+    browser_tests viewer.test.mjs supervision.test.mjs secret_log.test.mjs cross-origin.test.mjs hostile.test.mjs
+    # About 50 s.
+    step "browser: the viewer in emulated phones (320x568 to 844x390, touch, axe-core)"
+    browser_tests phone.test.mjs
     # About 65 s: a minute of a camera that loses every third frame (issue 13, capture-clock timing).
     step "browser: RTP timestamps follow capture time, latency flat with lost frames (Chromium, 60 s)"
-    unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test timing.test.mjs'
+    browser_tests timing.test.mjs
     # About 25 s: a viewer held to the base temporal layer decodes every frame it gets (issue 13).
     step "browser: a base-layer-only viewer decodes at half the frame rate, no freezes (Chromium)"
-    unshare -n sh -c 'ip link set lo up && ip route add default dev lo && cd appliance/tests/browser && node --test layers.test.mjs'
+    browser_tests layers.test.mjs
 fi
 
 if ! skip lan; then
