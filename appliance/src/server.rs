@@ -74,6 +74,8 @@ impl Server {
             throttle: settings.throttle.clone(),
             local_prefixes: crate::sources::LocalPrefixes::of_this_host(),
             log: log.clone(),
+            // The one viewer count: the pipeline's encoder gate reads what the hub writes.
+            viewers: camera.as_ref().map(StatusHandle::viewers).unwrap_or_default(),
         });
         let info = DeviceInfo {
             name: format!("Lookout {}", identity.device_id()),

@@ -237,3 +237,65 @@ async fn a_killed_camera_peer_rejoins_its_room_and_offers_again() {
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
 }
+
+/// Polls `/api/info` until every viewer figure is `want`, or panics.
+async fn wait_for_viewers(server: &RemoteServer, want: u64, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let info = info(server).await;
+        let figures = [&info["viewers"], &info["camera"]["viewers"], &info["signaling"]["viewers"]];
+        if figures.iter().all(|n| **n == want) {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "viewers never {want}: {info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One viewer count: `--max-viewers 2` admits exactly two, `/api/info`
+/// shows the same number everywhere, the encoder runs while it is above
+/// zero, and a viewer that vanishes without a goodbye (its process killed:
+/// the socket just closes) frees its slot for the next one.
+#[tokio::test]
+async fn max_viewers_admits_exactly_n_and_a_vanished_viewer_frees_its_slot() {
+    let (lookout, server, _state) = start(&["--camera", "test-pattern", "--max-viewers", "2"], &[]);
+    wait_for_health(&server, &lookout, (200, "ok"), Duration::from_secs(10)).await;
+    let secret = server.identity.room_secret().expose_hex();
+    let idle = wait_for_viewers(&server, 0, Duration::from_secs(5)).await;
+    assert_eq!(idle["camera"]["frames_encoded"], 0, "nobody watches, nothing encoded: {idle}");
+
+    let mut first = server.client().await;
+    assert_eq!(first.join(&secret).await["type"], "Joined");
+    let mut second = server.client().await;
+    assert_eq!(second.join(&secret).await["type"], "Joined");
+    wait_for_viewers(&server, 2, Duration::from_secs(5)).await;
+    let mut third = server.client().await;
+    third.send(json!({"type": "JoinOrCreate", "room_id": secret})).await;
+    third.expect_fatal("room-full", 1013).await;
+    // The encoder gate reads the same count: frames are being encoded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while info(&server).await["camera"]["frames_encoded"] == 0 {
+        assert!(Instant::now() < deadline, "two viewers, but nothing encoded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let vanished_at = Instant::now();
+    drop(first); // no close frame: the TCP connection just goes, as when a browser is killed
+    wait_for_viewers(&server, 1, Duration::from_secs(10)).await;
+    let freed_after = vanished_at.elapsed();
+    let mut late = server.client().await;
+    assert_eq!(late.join(&secret).await["type"], "Joined", "the freed slot is free");
+    wait_for_viewers(&server, 2, Duration::from_secs(5)).await;
+    let mut fourth = server.client().await;
+    fourth.send(json!({"type": "JoinOrCreate", "room_id": secret})).await;
+    fourth.expect_fatal("room-full", 1013).await;
+
+    drop((second, late));
+    wait_for_viewers(&server, 0, Duration::from_secs(10)).await;
+    // With nobody left the encoder stops.
+    let encoded = info(&server).await["camera"]["frames_encoded"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = info(&server).await["camera"]["frames_encoded"].as_u64().unwrap();
+    assert!(later <= encoded + 1, "still encoding for nobody: {encoded} -> {later}");
+    eprintln!("a vanished viewer's slot was free after {freed_after:?}");
+}

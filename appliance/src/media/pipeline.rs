@@ -139,7 +139,10 @@ pub struct CameraStatus {
     pub frames_captured: u64,
     pub frames_encoded: u64,
     pub bitrate: u32,
+    /// The one viewer count (slots held in the room; see `crate::viewers`).
     pub viewers: usize,
+    /// Viewers whose connection is up and receiving frames now.
+    pub streaming: usize,
     /// Milliseconds since the last frame from the source.
     pub last_frame_ms: Option<u64>,
     /// Times the camera's peer (its signaling client) was restarted.
@@ -213,6 +216,7 @@ impl MediaPipeline {
             frames_encoded: 0,
             bitrate: settings.encoder.bitrate,
             viewers: 0,
+            streaming: 0,
             last_frame_ms: None,
             peer_restarts: 0,
             last_frame: None,
@@ -268,6 +272,11 @@ pub struct StatusHandle {
 }
 
 impl StatusHandle {
+    /// The one viewer count, which the signaling hub writes.
+    pub fn viewers(&self) -> crate::viewers::ViewerCount {
+        self.fanout.viewers()
+    }
+
     /// Counts a restart of the camera's peer (shown in `/api/info`).
     pub fn count_peer_restart(&self) {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).peer_restarts += 1;
@@ -276,6 +285,7 @@ impl StatusHandle {
     pub fn snapshot(&self) -> CameraStatus {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         status.viewers = self.fanout.viewer_count();
+        status.streaming = self.fanout.streaming_count();
         status.last_frame_ms = status.last_frame.map(|at| at.elapsed().as_millis() as u64);
         status
     }
@@ -394,6 +404,9 @@ impl Supervisor {
             if healthy_for.is_some_and(|d| d >= HEALTHY_RESETS_BACKOFF) {
                 backoff = FIRST_BACKOFF;
             }
+            // The worker's source and encoder are dropped (or abandoned):
+            // return what they freed, so restarts do not pile up RSS.
+            crate::allocator::release_free_memory();
             match outcome {
                 Outcome::Stopped => break,
                 Outcome::Missing(reason) => {
@@ -436,7 +449,12 @@ impl Supervisor {
         loop {
             match done.recv_timeout(TICK) {
                 Ok((g, outcome)) if g == generation => return outcome,
-                Ok(_) => continue, // an abandoned worker that woke up at last
+                Ok(_) => {
+                    // An abandoned worker woke up at last and dropped its
+                    // source and encoder: give their pages back.
+                    crate::allocator::release_free_memory();
+                    continue;
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Outcome::Stopped,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
@@ -661,6 +679,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(status.snapshot().frames_encoded, 0, "nobody watches: nothing encoded");
+        pipeline.fanout().viewers().set(1); // what the hub does when a viewer joins
         let mut feed = pipeline.fanout().subscribe().unwrap();
         let first = tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap().unwrap();
         assert!(first.keyframe);
@@ -668,7 +687,7 @@ mod tests {
         assert!(!second.keyframe);
         assert!(second.sequence > first.sequence);
         let snapshot = status.snapshot();
-        assert_eq!((snapshot.state, snapshot.viewers), (CameraState::Running, 1));
+        assert_eq!((snapshot.state, snapshot.viewers, snapshot.streaming), (CameraState::Running, 1, 1));
         assert_eq!(status.health(), Ok(()));
     }
 
@@ -698,6 +717,7 @@ mod tests {
         })
         .unwrap();
         let status = pipeline.status_handle();
+        pipeline.fanout().viewers().set(1);
         let mut feed = pipeline.fanout().subscribe().unwrap();
         let first = tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap().unwrap();
         assert!(first.keyframe);

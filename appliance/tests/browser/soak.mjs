@@ -93,7 +93,7 @@ try {
     minutes, resolution: values.resolution, fps, viewersPerRound: VIEWERS, rounds: rounds.length,
     roundsWithoutVideoForEveryViewer: failed, baselineAfter1Min: baseline, end,
     ratios: { rss: ratio('rssKiB').toFixed(3), threads: ratio('threads').toFixed(3), fds: ratio('fds').toFixed(3) },
-    restarts: info.camera.restarts, viewersAtEnd: [info.camera.viewers, info.signaling.viewers],
+    restarts: info.camera.restarts, viewersAtEnd: { viewers: info.viewers, streaming: info.camera.streaming },
     perMinute: perMinute.map((row) => row.join(' ')),
   };
   console.log(JSON.stringify(summary, null, 2));
