@@ -2,8 +2,10 @@
 //!
 //! - [`frame`]: raw I420 frames with strides.
 //! - [`source`]: the [`FrameSource`](source::FrameSource) trait and errors.
+//! - [`pacer`]: the one frame pacer (test pattern and libcamera).
 //! - [`test_pattern`]: the built-in moving pattern with its timestamp strip.
-//! - `libcamera_source` (feature `libcamera`): capture from a real camera.
+//! - [`libcamera`]: capture from a real camera (feature `libcamera`; its
+//!   pure helpers, plane layout and clocks, are in every build).
 //! - [`encoder`]: openh264 set up for live WebRTC video.
 //! - [`fanout`]: encode once, deliver to every viewer at its own pace.
 //! - [`pipeline`]: the supervisor and its capture/encode worker, restarts,
@@ -15,8 +17,8 @@ pub mod fanout;
 #[cfg(debug_assertions)]
 pub mod fault;
 pub mod frame;
-#[cfg(feature = "libcamera")]
-pub mod libcamera_source;
+pub mod libcamera;
+pub mod pacer;
 pub mod pipeline;
 pub mod source;
 pub mod test_pattern;

@@ -336,7 +336,7 @@ pub fn open_source(
 
 #[cfg(feature = "libcamera")]
 fn open_libcamera(id: Option<&str>, format: CaptureFormat) -> Result<Box<dyn FrameSource>, SourceError> {
-    Ok(Box::new(super::libcamera_source::LibcameraSource::open(id, format)?))
+    Ok(Box::new(super::libcamera::LibcameraSource::open(id, format)?))
 }
 
 #[cfg(not(feature = "libcamera"))]
