@@ -9,7 +9,9 @@
 //! - `stall`: blocks for [`STALL_FOR`] (a hung camera call; the
 //!   supervisor gives up on it after 2 s), then fails;
 //! - `wedge-supervisor`: keeps streaming but wedges the pipeline's
-//!   supervisor loop for good (it stops pinging the watchdog).
+//!   supervisor loop for good (it stops pinging the watchdog);
+//! - `kill-peer`: keeps streaming but ends the camera peer's task as a crash
+//!   would (`app` watches for it; its supervisor must bring the peer back).
 //!
 //! Between faults the source (reopened by the supervisor) behaves. The
 //! module and the `fault:` camera choice do not exist in a release build.
@@ -29,6 +31,7 @@ pub enum FaultKind {
     Error,
     Stall,
     WedgeSupervisor,
+    KillPeer,
 }
 
 /// How long a `stall` blocks (then it fails, so a soak leaks no threads).
@@ -68,7 +71,12 @@ impl FaultPlan {
             "error" => FaultKind::Error,
             "stall" => FaultKind::Stall,
             "wedge-supervisor" => FaultKind::WedgeSupervisor,
-            other => return Err(format!("unknown fault {other:?}: panic, error, stall or wedge-supervisor")),
+            "kill-peer" => FaultKind::KillPeer,
+            other => {
+                return Err(format!(
+                    "unknown fault {other:?}: panic, error, stall, wedge-supervisor or kill-peer"
+                ))
+            }
         };
         let after_frames = frames.parse().map_err(|_| usage())?;
         Ok(FaultPlan {
@@ -90,6 +98,16 @@ impl FaultPlan {
     /// Whether the supervisor should wedge now.
     pub fn wedge_supervisor_now(&self, frames_captured: u64) -> bool {
         self.kind == FaultKind::WedgeSupervisor && self.due(frames_captured)
+    }
+
+    /// Whether the camera peer should be killed now.
+    pub fn kill_peer_now(&self, frames_captured: u64) -> bool {
+        self.kind == FaultKind::KillPeer && self.due(frames_captured)
+    }
+
+    /// Frames the faulty sources have captured so far (the whole process).
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::SeqCst)
     }
 }
 
@@ -116,7 +134,8 @@ impl FrameSource for FaultySource {
 
     fn next_frame(&mut self) -> Result<VideoFrame, SourceError> {
         let frames = self.plan.frames.fetch_add(1, Ordering::SeqCst);
-        if self.plan.kind != FaultKind::WedgeSupervisor && self.plan.due(frames) {
+        let in_source = matches!(self.plan.kind, FaultKind::Panic | FaultKind::Error | FaultKind::Stall);
+        if in_source && self.plan.due(frames) {
             match self.plan.kind {
                 FaultKind::Panic => panic!("injected fault: the source panics"),
                 FaultKind::Error => {
@@ -127,7 +146,7 @@ impl FrameSource for FaultySource {
                     std::thread::sleep(STALL_FOR);
                     return Err(SourceError::Failed("injected fault: the stalled call gave up".into()));
                 }
-                FaultKind::WedgeSupervisor => {}
+                FaultKind::WedgeSupervisor | FaultKind::KillPeer => {}
             }
         }
         self.pattern.next_frame()
@@ -147,6 +166,7 @@ mod tests {
         let repeating = FaultPlan::parse("stall@5/4").unwrap();
         let fired: Vec<u64> = (0..20).filter(|n| repeating.due(*n)).collect();
         assert_eq!(fired, [5, 9, 13, 17]);
+        assert_eq!(FaultPlan::parse("kill-peer@60").unwrap().kind, FaultKind::KillPeer);
         for bad in ["panic", "melt@3", "panic@x", "panic@3/y"] {
             assert!(FaultPlan::parse(bad).is_err(), "{bad}");
         }
