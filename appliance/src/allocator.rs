@@ -12,8 +12,9 @@
 //! - [`limit_arenas`] at start: at most [`ARENAS`] arenas, so restarted
 //!   workers reuse the arenas that exist instead of making new ones;
 //! - [`release_free_memory`] when a worker has ended (its source and encoder
-//!   dropped): `malloc_trim(0)` hands the free pages of every arena back to
-//!   the kernel.
+//!   dropped), and once whenever nobody has watched for a second (viewers'
+//!   connections are freed piecemeal as they close): `malloc_trim(0)` hands
+//!   the free pages of every arena back to the kernel.
 
 /// The most arenas glibc may create (its default is 8 per core).
 pub const ARENAS: i32 = 2;

@@ -187,6 +187,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RESETS_BACKOFF: Duration = Duration::from_secs(60);
 /// Consecutive encoder errors that make the encoder count as failed.
 const ENCODER_ERRORS_FAIL: u32 = 10;
+/// Nobody watching for this long: freed memory goes back to the kernel.
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(1);
 /// How often the supervisor looks at the worker and beats the heartbeat.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -229,6 +231,7 @@ impl MediaPipeline {
             shared: Arc::new(Shared { settings, fanout: fanout.clone(), status: status.clone() }),
             stop: stop.clone(),
             heartbeat: heartbeat.clone(),
+            idle: IdleTrim::default(),
         };
         std::thread::Builder::new().name("media-supervisor".into()).spawn(move || {
             supervisor.run();
@@ -372,6 +375,33 @@ struct Supervisor {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     heartbeat: Heartbeat,
+    idle: IdleTrim,
+}
+
+/// Hands freed memory back once nobody has watched for [`IDLE_TRIM_AFTER`]:
+/// viewers' connections (RTP history, buffers) are freed in pieces as they
+/// close, and glibc would keep those pages. Once per idle spell.
+#[derive(Default)]
+struct IdleTrim {
+    since: std::cell::Cell<Option<Instant>>,
+    done: std::cell::Cell<bool>,
+}
+
+impl IdleTrim {
+    /// Called every tick with whether anybody watches or streams.
+    fn tick(&self, watched: bool) {
+        if watched {
+            self.since.set(None);
+            self.done.set(false);
+            return;
+        }
+        let since = self.since.get().unwrap_or_else(Instant::now);
+        self.since.set(Some(since));
+        if !self.done.get() && since.elapsed() >= IDLE_TRIM_AFTER {
+            crate::allocator::release_free_memory();
+            self.done.set(true);
+        }
+    }
 }
 
 impl Supervisor {
@@ -459,6 +489,8 @@ impl Supervisor {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             self.heartbeat.beat();
+            let fanout = &self.shared.fanout;
+            self.idle.tick(fanout.viewer_count() > 0 || fanout.streaming_count() > 0);
             self.test_hooks();
             if self.stop.load(Ordering::Relaxed) {
                 abandon.store(true, Ordering::Relaxed);
