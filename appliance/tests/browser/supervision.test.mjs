@@ -151,12 +151,13 @@ test('a viewer whose browser is killed frees its slot within 10 s', async () => 
     const page = await openViewer(doomed, camera.url());
     await waitForVideo(page, { width: 640, height: 480 });
     const before = await info(watcher);
-    assert.deepEqual([before.camera.viewers, before.signaling.viewers], [1, 1]);
+    // One slot (the one viewer count) and one fan-out receiver (streaming).
+    assert.deepEqual([before.viewers, before.camera.viewers, before.signaling.viewers, before.camera.streaming], [1, 1, 1, 1]);
     server.process().kill('SIGKILL'); // no goodbye: no close frame, no RTCP BYE
     const killedAt = Date.now();
     await until('the slot and the fan-out receiver freed', async () => {
       const now = await info(watcher);
-      return now.camera.viewers === 0 && now.signaling.viewers === 0;
+      return now.viewers === 0 && now.camera.viewers === 0 && now.signaling.viewers === 0 && now.camera.streaming === 0;
     }, { timeout: 10000, every: 200 });
     console.log(`slot freed ${Date.now() - killedAt} ms after the browser was killed`);
   } finally {
