@@ -45,7 +45,18 @@ const camera = await startLookout({
 const browser = await launchBrowser();
 const api = await browser.newContext({ ignoreHTTPSErrors: true });
 const infoUrl = camera.url('').replace(/\/$/, '') + '/api/info';
-const getInfo = async () => JSON.parse(await (await api.request.get(infoUrl)).text());
+// A keep-alive connection the server closes just as a request goes out is
+// reset (an ordinary HTTP/1.1 race): a GET is retried, up to 3 times.
+const getInfo = async () => {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return JSON.parse(await (await api.request.get(infoUrl)).text());
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+};
 const pid = camera.child.pid;
 // Samples are taken only 15 s or more after the latest restart: an
 // abandoned worker keeps its encoder for the 10 s its call hangs.

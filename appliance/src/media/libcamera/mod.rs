@@ -1,15 +1,15 @@
 //! Camera capture through libcamera (cargo feature `libcamera`).
 //!
-//! One job per file: [`layout`] (pixel layout, copy to I420) and [`clock`]
+//! One job per file: `layout` (pixel layout, copy to I420) and `clock`
 //! (capture times, sequences) are pure and built in every build, so a plain
 //! `cargo test` runs their tests; with the feature, `manager` (one camera
 //! manager per process), `capture` (the capture thread), `buffers`
-//! (allocator or memfd buffers), `source` ([`LibcameraSource`]) and
-//! `error` ([`LibcameraError`]).
+//! (allocator or memfd buffers), `source` (`LibcameraSource`) and
+//! `error` (`LibcameraError`).
 //!
-//! [`LibcameraSource`] opens the first camera (or the one with a given ID),
+//! `LibcameraSource` opens the first camera (or the one with a given ID),
 //! asks it for YUV 4:2:0 at the configured size and rate, and delivers
-//! [`VideoFrame`]s: planar I420 as the camera gives it, or NV12 converted to
+//! `VideoFrame`s: planar I420 as the camera gives it, or NV12 converted to
 //! I420. Row strides are kept as the camera reports them (the encoder honours
 //! strides), so a padded I420 picture is copied once, row padding included.
 //!
@@ -26,9 +26,9 @@
 //! channel. A second source opened while one is running is refused with an
 //! error rather than letting libcamera abort the process. Errors are returned
 //! promptly and never panic the caller: a failing camera shows up as
-//! [`SourceError::Failed`] (or `NotFound`), and the pipeline decides about
+//! `SourceError::Failed` (or `NotFound`), and the pipeline decides about
 //! retrying. A camera that stops delivering for
-//! [`LibcameraOptions::frame_timeout`] is `Failed` too.
+//! `LibcameraOptions::frame_timeout` is `Failed` too.
 
 pub mod clock;
 pub mod layout;
