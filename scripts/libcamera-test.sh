@@ -44,7 +44,7 @@ step "cargo clippy -p lookout --features libcamera (all targets, warnings are er
 nice -n 10 cargo clippy -p lookout --features libcamera --all-targets --locked -- -D warnings
 
 step "unit tests of the libcamera source"
-nice -n 10 cargo test -p lookout --features libcamera --locked --lib media::libcamera_source
+nice -n 10 cargo test -p lookout --features libcamera --locked --lib media::libcamera
 
 step "building the capture test"
 # The JSON messages name the test executable; pick the libcamera_capture one.

@@ -74,6 +74,10 @@ impl App {
                     media.peer.clone(),
                     pipeline.status_handle(),
                 );
+                #[cfg(debug_assertions)]
+                if let crate::media::pipeline::SourceChoice::Fault(plan) = &media.source {
+                    kill_peer_on_fault(plan.clone(), &peer.kill);
+                }
                 Some((pipeline, peer))
             }
             _ => None,
@@ -100,13 +104,6 @@ impl App {
         self.media.as_ref().map(|(pipeline, _)| pipeline.heartbeat())
     }
 
-    /// A switch that ends the camera peer's current task as a crash would
-    /// (debug builds, for tests): the supervisor must bring it back.
-    #[cfg(debug_assertions)]
-    pub fn camera_peer_killer(&self) -> Option<CameraPeerKiller> {
-        self.media.as_ref().map(|(_, peer)| CameraPeerKiller(peer.kill.clone()))
-    }
-
     /// Serves until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         self.server.run(shutdown).await;
@@ -118,15 +115,27 @@ impl App {
     }
 }
 
-/// Ends the camera peer's task (see [`App::camera_peer_killer`]).
+/// The `--camera fault:kill-peer@N[/every]` hook (debug builds only): ends
+/// the camera peer's task as a crash would once the faulty source has
+/// captured N frames (and every `every` more), so tests through the real
+/// binary see the peer supervisor bring it back. Ends with the supervisor.
 #[cfg(debug_assertions)]
-pub struct CameraPeerKiller(Arc<watch::Sender<u64>>);
-
-#[cfg(debug_assertions)]
-impl CameraPeerKiller {
-    pub fn kill(&self) {
-        self.0.send_modify(|n| *n += 1);
+fn kill_peer_on_fault(plan: crate::media::fault::FaultPlan, kill: &Arc<watch::Sender<u64>>) {
+    if plan.kind != crate::media::fault::FaultKind::KillPeer {
+        return;
     }
+    let kill = Arc::downgrade(kill);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            let Some(kill) = kill.upgrade() else { return };
+            if plan.kill_peer_now(plan.frames()) {
+                tracing::warn!("injected fault: the camera peer is killed");
+                kill.send_modify(|n| *n += 1);
+            }
+        }
+    });
 }
 
 /// Keeps the camera peer running: restarts it (and so rejoins the room)

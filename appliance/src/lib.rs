@@ -16,12 +16,15 @@
 //! - [`logging`]: the tracing set-up.
 //! - [`log_redaction`]: the log writer that removes the room secret.
 //! - [`sdnotify`]: readiness and watchdog notifications to systemd.
+//! - [`allocator`]: glibc arena cap and trimming after media restarts.
 //! - [`app`]: everything assembled.
 //! - [`media`]: camera sources, encoder, fan-out, pipeline.
 //! - [`peer`]: the camera's WebRTC peer connections.
 //! - [`mdns`]: announcing `lookout-<id>.local` and the `_https._tcp` service.
 //! - [`needs_provisioning`]: the page served when the identity file is damaged.
+//! - [`viewers`]: the one viewer count (admission, encoder gate, `/api/info`).
 
+pub mod allocator;
 pub mod app;
 pub mod banner;
 pub mod http;
@@ -42,3 +45,4 @@ pub mod settings;
 pub mod signaling;
 pub mod sources;
 pub mod tls;
+pub mod viewers;

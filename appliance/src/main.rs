@@ -10,6 +10,8 @@ use lookout::needs_provisioning::NeedsProvisioning;
 use lookout::settings::Cli;
 
 fn main() -> ExitCode {
+    // Before any thread starts: media restarts must not leave arenas behind.
+    lookout::allocator::limit_arenas();
     let cli = Cli::parse();
     if let Err(message) = cli.check() {
         <Cli as clap::CommandFactory>::command()

@@ -79,6 +79,8 @@ impl Server {
             throttle: settings.throttle.clone(),
             local_prefixes: local_prefixes.clone(),
             log: log.clone(),
+            // The one viewer count: the pipeline's encoder gate reads what the hub writes.
+            viewers: camera.as_ref().map(StatusHandle::viewers).unwrap_or_default(),
         });
         let info = DeviceInfo {
             name: format!("Lookout {}", identity.device_id()),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lookout::media::encoder::{EncoderSettings, H264Encoder};
 use lookout::media::frame::VideoFrame;
-use lookout::media::libcamera_source::{self, LibcameraError, LibcameraSource};
+use lookout::media::libcamera::{self, LibcameraError, LibcameraSource};
 use lookout::media::source::{CaptureFormat, FrameSource, SourceError};
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
@@ -220,10 +220,10 @@ fn one_source_at_a_time_and_the_camera_is_released() {
     first.next_frame().expect("frame");
     // A second manager would abort the process inside libcamera.
     assert!(matches!(LibcameraSource::open(Some(CAMERA), format), Err(LibcameraError::Busy)));
-    assert!(matches!(libcamera_source::cameras(), Err(LibcameraError::Busy)));
+    assert!(matches!(libcamera::cameras(), Err(LibcameraError::Busy)));
     drop(first);
 
-    let cameras = libcamera_source::cameras().expect("list cameras once the source is closed");
+    let cameras = libcamera::cameras().expect("list cameras once the source is closed");
     assert!(cameras.iter().any(|c| c.id == CAMERA), "cameras: {cameras:?}");
     let mut again = LibcameraSource::open(Some(CAMERA), format).expect("reopen after drop");
     again.next_frame().expect("frame after reopening");

@@ -199,8 +199,10 @@ proptest! {
     fn hub_invariants_hold_under_random_events(events in prop::collection::vec(event(), 1..60), open in any::<bool>()) {
         let secret = lookout_provisioning::RoomSecret::from_bytes([0xab; 32]);
         let policy = if open { RoomPolicy::Open { max_clients: 2 } } else { RoomPolicy::Appliance { secret, max_viewers: 2 } };
+        let viewers = lookout::viewers::ViewerCount::new();
         let mut hub = Hub::new(HubConfig {
             throttle: ThrottleConfig { base_delay: Duration::ZERO, ..Default::default() },
+            viewers: viewers.clone(),
             ..HubConfig::new(policy)
         });
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
@@ -238,6 +240,7 @@ proptest! {
                 }
             }
             prop_assert!(hub.viewer_count() <= 2);
+            prop_assert_eq!(viewers.get(), hub.viewer_count(), "the published count is the hub's");
             prop_assert_eq!(hub.client_count(), connected.len());
         }
         prop_assert!(joined_count.values().all(|c| *c == 1), "a client joined twice: {:?}", joined_count);

@@ -4,7 +4,8 @@
 //! restarted and `/healthz` says so and recovers; an absent camera is a
 //! degraded state, not a restart loop; the camera is marked in `Joined` and
 //! no flood of viewer messages throws it out of its room; the systemd
-//! watchdog stops when the supervisor wedges. Video reaching a real browser
+//! watchdog stops when the supervisor wedges; a killed camera peer rejoins;
+//! one viewer count decides admission. Video reaching a real browser
 //! through each fault is checked by `tests/browser/supervision.test.mjs`.
 
 mod common;
@@ -192,29 +193,26 @@ async fn the_watchdog_stops_when_the_supervisor_wedges() {
     assert!(lookout.log().contains("no more watchdog pings"), "{}", lookout.log());
 }
 
+/// The camera peer's task is killed (the debug build's hidden
+/// `fault:kill-peer@N` hook, absent from release builds): the old camera
+/// leaves the room, a new one joins marked as the camera, offers a
+/// connection to the viewer already there, and the restart is counted.
 #[tokio::test]
 async fn a_killed_camera_peer_rejoins_its_room_and_offers_again() {
-    let state = tempfile::tempdir().unwrap();
-    let mut settings = lookout::settings::Settings::for_tests(state.path().to_owned());
-    settings.media = Some(lookout::settings::MediaSettings::for_tests(640, 480, 30));
-    let (identity, origin) = lookout::identity_store::load_or_create(&settings.state_dir).unwrap();
-    let app = lookout::app::App::start(&settings, &identity, origin).await.unwrap();
-    let killer = app.camera_peer_killer().expect("the camera side runs");
-    let server = RemoteServer { addr: app.local_addr().unwrap(), identity };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(app.run(async {
-        let _ = stopped.await;
-    }));
-
+    // 60 frames: 2 s after start, the viewer is in the room by then.
+    let (lookout, server, _state) = start(&["--camera", "fault:kill-peer@60"], &[]);
     let mut viewer = server.client().await;
     let joined = viewer.join(&server.identity.room_secret().expose_hex()).await;
     let first_camera = joined["camera"].as_str().expect("the camera is marked").to_owned();
-    killer.kill();
     // The old camera leaves, a new one joins (marked) and offers a connection.
     let (mut left, mut new_camera, mut offered) = (false, None::<String>, false);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(15);
     while !(left && offered) {
-        assert!(Instant::now() < deadline, "left {left}, new camera {new_camera:?}, offered {offered}");
+        assert!(
+            Instant::now() < deadline,
+            "left {left}, new camera {new_camera:?}, offered {offered}; log:\n{}",
+            lookout.log()
+        );
         let Some(message) = viewer.next_within(Duration::from_secs(1)).await else { continue };
         let common::Received::Json(message) = message else { continue };
         match message["type"].as_str() {
@@ -231,9 +229,71 @@ async fn a_killed_camera_peer_rejoins_its_room_and_offers_again() {
         }
     }
     assert_ne!(new_camera.as_deref(), Some(first_camera.as_str()));
+    lookout.wait_for_line("injected fault: the camera peer is killed");
     let info = info(&server).await;
     assert_eq!(info["camera"]["peer_restarts"], 1, "{info}");
     assert_eq!(info["camera_peer_in_room"], true, "{info}");
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+    wait_for_health(&server, &lookout, (200, "ok"), Duration::from_secs(5)).await;
+}
+
+/// Polls `/api/info` until every viewer figure is `want`, or panics.
+async fn wait_for_viewers(server: &RemoteServer, want: u64, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let info = info(server).await;
+        let figures = [&info["viewers"], &info["camera"]["viewers"], &info["signaling"]["viewers"]];
+        if figures.iter().all(|n| **n == want) {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "viewers never {want}: {info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One viewer count: `--max-viewers 2` admits exactly two, `/api/info`
+/// shows the same number everywhere, the encoder runs while it is above
+/// zero, and a viewer that vanishes without a goodbye (its process killed:
+/// the socket just closes) frees its slot for the next one.
+#[tokio::test]
+async fn max_viewers_admits_exactly_n_and_a_vanished_viewer_frees_its_slot() {
+    let (lookout, server, _state) = start(&["--camera", "test-pattern", "--max-viewers", "2"], &[]);
+    wait_for_health(&server, &lookout, (200, "ok"), Duration::from_secs(10)).await;
+    let secret = server.identity.room_secret().expose_hex();
+    let idle = wait_for_viewers(&server, 0, Duration::from_secs(5)).await;
+    assert_eq!(idle["camera"]["frames_encoded"], 0, "nobody watches, nothing encoded: {idle}");
+
+    let mut first = server.client().await;
+    assert_eq!(first.join(&secret).await["type"], "Joined");
+    let mut second = server.client().await;
+    assert_eq!(second.join(&secret).await["type"], "Joined");
+    wait_for_viewers(&server, 2, Duration::from_secs(5)).await;
+    let mut third = server.client().await;
+    third.send(json!({"type": "JoinOrCreate", "room_id": secret})).await;
+    third.expect_fatal("room-full", 1013).await;
+    // The encoder gate reads the same count: frames are being encoded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while info(&server).await["camera"]["frames_encoded"] == 0 {
+        assert!(Instant::now() < deadline, "two viewers, but nothing encoded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let vanished_at = Instant::now();
+    drop(first); // no close frame: the TCP connection just goes, as when a browser is killed
+    wait_for_viewers(&server, 1, Duration::from_secs(10)).await;
+    let freed_after = vanished_at.elapsed();
+    let mut late = server.client().await;
+    assert_eq!(late.join(&secret).await["type"], "Joined", "the freed slot is free");
+    wait_for_viewers(&server, 2, Duration::from_secs(5)).await;
+    let mut fourth = server.client().await;
+    fourth.send(json!({"type": "JoinOrCreate", "room_id": secret})).await;
+    fourth.expect_fatal("room-full", 1013).await;
+
+    drop((second, late));
+    wait_for_viewers(&server, 0, Duration::from_secs(10)).await;
+    // With nobody left the encoder stops.
+    let encoded = info(&server).await["camera"]["frames_encoded"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = info(&server).await["camera"]["frames_encoded"].as_u64().unwrap();
+    assert!(later <= encoded + 1, "still encoding for nobody: {encoded} -> {later}");
+    eprintln!("a vanished viewer's slot was free after {freed_after:?}");
 }

@@ -150,6 +150,7 @@ fn healthz(state: &AppState) -> Response<Body> {
 }
 
 fn info(state: &AppState) -> Response<Body> {
+    let signaling = state.relay.stats();
     let body = serde_json::json!({
         "name": state.info.name,
         "device_id": state.info.device_id,
@@ -158,7 +159,10 @@ fn info(state: &AppState) -> Response<Body> {
         "certificate_sha256": state.info.certificate_sha256,
         "mode": state.info.mode,
         "identity": state.info.identity,
-        "signaling": state.relay.stats(),
+        // The one viewer count (crate::viewers); `camera.viewers` and
+        // `signaling.viewers` are the same number.
+        "viewers": signaling.viewers,
+        "signaling": signaling,
         "camera": state.camera.as_ref().map(|camera| camera.snapshot()),
         "camera_peer_in_room": state.camera.as_ref().map(|_| state.relay.device_in_room()),
         "cameras": state.nearby.list(),

@@ -16,6 +16,9 @@
 //! bandwidth estimates here, and the encoder thread reads the requests and
 //! the fresh estimates.
 //!
+//! The fan-out carries the one [`ViewerCount`] (written by the signaling
+//! hub): [`Fanout::viewer_count`] is what the encoder gate reads.
+//!
 //! Only the [`Fanout`] holds the channel's sender; feeds hold the shared
 //! state without it. [`Fanout::close`] (the pipeline ending for good) drops
 //! the sender, so every feed's `next` returns [`FeedClosed`] and no viewer
@@ -30,6 +33,7 @@ use tokio::sync::broadcast;
 
 use super::encoder::EncodedFrame;
 use super::rate::{viewer_max_layer, KeyframeLimiter, ESTIMATE_FRESH};
+use crate::viewers::ViewerCount;
 
 /// Frames held for slow viewers (one second at 30 fps).
 pub const RING_FRAMES: usize = 30;
@@ -49,6 +53,8 @@ struct Shared {
     encoder_target: AtomicU64,
     /// Each viewer's latest bandwidth estimate, bits per second, and when.
     estimates: Mutex<HashMap<u64, (u64, Instant)>>,
+    /// Viewers holding a slot in the room (the hub writes it).
+    viewers: ViewerCount,
 }
 
 /// Why a feed ended.
@@ -72,6 +78,7 @@ impl Fanout {
                 next_viewer: AtomicU64::new(1),
                 encoder_target: AtomicU64::new(0),
                 estimates: Mutex::new(HashMap::new()),
+                viewers: ViewerCount::new(),
             }),
         }
     }
@@ -84,8 +91,25 @@ impl Fanout {
         }
     }
 
-    /// Viewers currently subscribed (0 once closed).
+    /// The one viewer count (see [`crate::viewers`]): viewers holding a
+    /// slot in the room, whether or not their connection is up yet. The
+    /// encoder runs while it is above zero. 0 once closed.
     pub fn viewer_count(&self) -> usize {
+        if self.is_closed() {
+            0
+        } else {
+            self.shared.viewers.get()
+        }
+    }
+
+    /// The handle the signaling hub writes the viewer count through.
+    pub fn viewers(&self) -> ViewerCount {
+        self.shared.viewers.clone()
+    }
+
+    /// Viewers whose connection is up and subscribed to the stream now
+    /// (`camera.streaming` in `/api/info`; 0 once closed).
+    pub fn streaming_count(&self) -> usize {
         self.shared.sender().as_ref().map_or(0, broadcast::Sender::receiver_count)
     }
 
@@ -333,7 +357,7 @@ mod tests {
         assert!(fanout.fresh_estimates(Instant::now() + ESTIMATE_FRESH).is_empty());
         drop(b);
         assert_eq!(fanout.fresh_estimates(Instant::now()), [3_000_000]);
-        assert_eq!(fanout.viewer_count(), 1);
+        assert_eq!(fanout.streaming_count(), 1);
     }
 
     #[tokio::test]
@@ -406,7 +430,7 @@ mod tests {
         assert_eq!(ended.unwrap().sequence, 0);
         assert_eq!(b.next().await.unwrap_err(), FeedClosed);
         assert!(fanout.is_closed());
-        assert_eq!(fanout.viewer_count(), 0);
+        assert_eq!(fanout.streaming_count(), 0);
         assert!(fanout.subscribe().is_err(), "no new viewers after the end");
     }
 }

@@ -13,6 +13,8 @@
 //! - `drop`: loses that frame (it is captured, on the pattern's schedule,
 //!   and thrown away), as a camera or a busy capture thread does: the next
 //!   frame comes one frame period late. `drop@2/3` loses every third frame.
+//! - `kill-peer`: keeps streaming but ends the camera peer's task as a crash
+//!   would (`app` watches for it; its supervisor must bring the peer back).
 //!
 //! Between faults the source (reopened by the supervisor) behaves. The
 //! module and the `fault:` camera choice do not exist in a release build.
@@ -33,6 +35,7 @@ pub enum FaultKind {
     Stall,
     WedgeSupervisor,
     Drop,
+    KillPeer,
 }
 
 /// How long a `stall` blocks (then it fails, so a soak leaks no threads).
@@ -73,8 +76,11 @@ impl FaultPlan {
             "stall" => FaultKind::Stall,
             "wedge-supervisor" => FaultKind::WedgeSupervisor,
             "drop" => FaultKind::Drop,
+            "kill-peer" => FaultKind::KillPeer,
             other => {
-                return Err(format!("unknown fault {other:?}: panic, error, stall, wedge-supervisor or drop"))
+                return Err(format!(
+                    "unknown fault {other:?}: panic, error, stall, wedge-supervisor, drop or kill-peer"
+                ))
             }
         };
         let after_frames = frames.parse().map_err(|_| usage())?;
@@ -97,6 +103,16 @@ impl FaultPlan {
     /// Whether the supervisor should wedge now.
     pub fn wedge_supervisor_now(&self, frames_captured: u64) -> bool {
         self.kind == FaultKind::WedgeSupervisor && self.due(frames_captured)
+    }
+
+    /// Whether the camera peer should be killed now.
+    pub fn kill_peer_now(&self, frames_captured: u64) -> bool {
+        self.kind == FaultKind::KillPeer && self.due(frames_captured)
+    }
+
+    /// Frames the faulty sources have captured so far (the whole process).
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::SeqCst)
     }
 }
 
@@ -136,7 +152,11 @@ impl FaultySource {
     /// Counts a frame, watched or not, and fires the fault when it is due.
     fn fault_if_due(&mut self) -> Result<(), SourceError> {
         let frames = self.plan.frames.fetch_add(1, Ordering::SeqCst);
-        if self.plan.kind != FaultKind::WedgeSupervisor && self.plan.due(frames) {
+        let in_source = matches!(
+            self.plan.kind,
+            FaultKind::Panic | FaultKind::Error | FaultKind::Stall | FaultKind::Drop
+        );
+        if in_source && self.plan.due(frames) {
             match self.plan.kind {
                 FaultKind::Panic => panic!("injected fault: the source panics"),
                 FaultKind::Error => {
@@ -153,7 +173,7 @@ impl FaultySource {
                     self.pattern.next_frame()?;
                     self.plan.frames.fetch_add(1, Ordering::SeqCst);
                 }
-                FaultKind::WedgeSupervisor => {}
+                FaultKind::WedgeSupervisor | FaultKind::KillPeer => {}
             }
         }
         Ok(())
@@ -174,6 +194,7 @@ mod tests {
         let fired: Vec<u64> = (0..20).filter(|n| repeating.due(*n)).collect();
         assert_eq!(fired, [5, 9, 13, 17]);
         assert_eq!(FaultPlan::parse("drop@2/3").unwrap().kind, FaultKind::Drop);
+        assert_eq!(FaultPlan::parse("kill-peer@60").unwrap().kind, FaultKind::KillPeer);
         for bad in ["panic", "melt@3", "panic@x", "panic@3/y"] {
             assert!(FaultPlan::parse(bad).is_err(), "{bad}");
         }

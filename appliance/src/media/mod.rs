@@ -2,8 +2,10 @@
 //!
 //! - [`frame`]: raw I420 frames with strides.
 //! - [`source`]: the [`FrameSource`](source::FrameSource) trait and errors.
+//! - [`pacer`]: the one frame pacer (test pattern and libcamera).
 //! - [`test_pattern`]: the built-in moving pattern with its timestamp strip.
-//! - `libcamera_source` (feature `libcamera`): capture from a real camera.
+//! - [`libcamera`]: capture from a real camera (feature `libcamera`; its
+//!   pure helpers, plane layout and clocks, are in every build).
 //! - [`encoder`]: openh264 set up for live WebRTC video.
 //! - [`h264_level`]: the stream's H.264 level (SDP and SPS), from its size,
 //!   frame rate and bitrate.
@@ -20,8 +22,8 @@ pub mod fanout;
 pub mod fault;
 pub mod frame;
 pub mod h264_level;
-#[cfg(feature = "libcamera")]
-pub mod libcamera_source;
+pub mod libcamera;
+pub mod pacer;
 pub mod pipeline;
 pub mod rate;
 pub mod source;

@@ -140,7 +140,10 @@ pub struct CameraStatus {
     pub frames_captured: u64,
     pub frames_encoded: u64,
     pub bitrate: u32,
+    /// The one viewer count (slots held in the room; see `crate::viewers`).
     pub viewers: usize,
+    /// Viewers whose connection is up and receiving frames now.
+    pub streaming: usize,
     /// Milliseconds since the last frame from the source.
     pub last_frame_ms: Option<u64>,
     /// Times the camera's peer (its signaling client) was restarted.
@@ -185,6 +188,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const HEALTHY_RESETS_BACKOFF: Duration = Duration::from_secs(60);
 /// Consecutive encoder errors that make the encoder count as failed.
 const ENCODER_ERRORS_FAIL: u32 = 10;
+/// Nobody watching for this long: freed memory goes back to the kernel.
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(1);
 /// How often the supervisor looks at the worker and beats the heartbeat.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -214,6 +219,7 @@ impl MediaPipeline {
             frames_encoded: 0,
             bitrate: settings.encoder.bitrate,
             viewers: 0,
+            streaming: 0,
             last_frame_ms: None,
             peer_restarts: 0,
             last_frame: None,
@@ -226,6 +232,7 @@ impl MediaPipeline {
             shared: Arc::new(Shared { settings, fanout: fanout.clone(), status: status.clone() }),
             stop: stop.clone(),
             heartbeat: heartbeat.clone(),
+            idle: IdleTrim::default(),
         };
         std::thread::Builder::new().name("media-supervisor".into()).spawn(move || {
             supervisor.run();
@@ -269,6 +276,11 @@ pub struct StatusHandle {
 }
 
 impl StatusHandle {
+    /// The one viewer count, which the signaling hub writes.
+    pub fn viewers(&self) -> crate::viewers::ViewerCount {
+        self.fanout.viewers()
+    }
+
     /// Counts a restart of the camera's peer (shown in `/api/info`).
     pub fn count_peer_restart(&self) {
         self.status.lock().unwrap_or_else(|p| p.into_inner()).peer_restarts += 1;
@@ -277,6 +289,7 @@ impl StatusHandle {
     pub fn snapshot(&self) -> CameraStatus {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         status.viewers = self.fanout.viewer_count();
+        status.streaming = self.fanout.streaming_count();
         status.last_frame_ms = status.last_frame.map(|at| at.elapsed().as_millis() as u64);
         status
     }
@@ -327,7 +340,7 @@ pub fn open_source(
 
 #[cfg(feature = "libcamera")]
 fn open_libcamera(id: Option<&str>, format: CaptureFormat) -> Result<Box<dyn FrameSource>, SourceError> {
-    Ok(Box::new(super::libcamera_source::LibcameraSource::open(id, format)?))
+    Ok(Box::new(super::libcamera::LibcameraSource::open(id, format)?))
 }
 
 #[cfg(not(feature = "libcamera"))]
@@ -363,6 +376,33 @@ struct Supervisor {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     heartbeat: Heartbeat,
+    idle: IdleTrim,
+}
+
+/// Hands freed memory back once nobody has watched for [`IDLE_TRIM_AFTER`]:
+/// viewers' connections (RTP history, buffers) are freed in pieces as they
+/// close, and glibc would keep those pages. Once per idle spell.
+#[derive(Default)]
+struct IdleTrim {
+    since: std::cell::Cell<Option<Instant>>,
+    done: std::cell::Cell<bool>,
+}
+
+impl IdleTrim {
+    /// Called every tick with whether anybody watches or streams.
+    fn tick(&self, watched: bool) {
+        if watched {
+            self.since.set(None);
+            self.done.set(false);
+            return;
+        }
+        let since = self.since.get().unwrap_or_else(Instant::now);
+        self.since.set(Some(since));
+        if !self.done.get() && since.elapsed() >= IDLE_TRIM_AFTER {
+            crate::allocator::release_free_memory();
+            self.done.set(true);
+        }
+    }
 }
 
 impl Supervisor {
@@ -395,6 +435,9 @@ impl Supervisor {
             if healthy_for.is_some_and(|d| d >= HEALTHY_RESETS_BACKOFF) {
                 backoff = FIRST_BACKOFF;
             }
+            // The worker's source and encoder are dropped (or abandoned):
+            // return what they freed, so restarts do not pile up RSS.
+            crate::allocator::release_free_memory();
             match outcome {
                 Outcome::Stopped => break,
                 Outcome::Missing(reason) => {
@@ -437,11 +480,18 @@ impl Supervisor {
         loop {
             match done.recv_timeout(TICK) {
                 Ok((g, outcome)) if g == generation => return outcome,
-                Ok(_) => continue, // an abandoned worker that woke up at last
+                Ok(_) => {
+                    // An abandoned worker woke up at last and dropped its
+                    // source and encoder: give their pages back.
+                    crate::allocator::release_free_memory();
+                    continue;
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Outcome::Stopped,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             self.heartbeat.beat();
+            let fanout = &self.shared.fanout;
+            self.idle.tick(fanout.viewer_count() > 0 || fanout.streaming_count() > 0);
             self.test_hooks();
             if self.stop.load(Ordering::Relaxed) {
                 abandon.store(true, Ordering::Relaxed);
@@ -661,6 +711,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(status.snapshot().frames_encoded, 0, "nobody watches: nothing encoded");
+        pipeline.fanout().viewers().set(1); // what the hub does when a viewer joins
         let mut feed = pipeline.fanout().subscribe().unwrap();
         let first = tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap().unwrap();
         assert!(first.keyframe);
@@ -668,7 +719,7 @@ mod tests {
         assert!(!second.keyframe);
         assert!(second.sequence > first.sequence);
         let snapshot = status.snapshot();
-        assert_eq!((snapshot.state, snapshot.viewers), (CameraState::Running, 1));
+        assert_eq!((snapshot.state, snapshot.viewers, snapshot.streaming), (CameraState::Running, 1, 1));
         assert_eq!(status.health(), Ok(()));
     }
 
@@ -698,6 +749,7 @@ mod tests {
         })
         .unwrap();
         let status = pipeline.status_handle();
+        pipeline.fanout().viewers().set(1);
         let mut feed = pipeline.fanout().subscribe().unwrap();
         let first = tokio::time::timeout(Duration::from_secs(5), feed.next()).await.unwrap().unwrap();
         assert!(first.keyframe);

@@ -9,9 +9,10 @@
 //! measure capture-to-display latency from decoded video by sampling the
 //! block centres.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use super::frame::VideoFrame;
+use super::pacer::FramePacer;
 use super::source::{CaptureFormat, FrameSource, SourceError};
 
 /// Bits in the timestamp strip.
@@ -36,7 +37,7 @@ const FONT_SCALE: usize = 4;
 /// A paced source of synthetic frames.
 pub struct TestPattern {
     format: CaptureFormat,
-    started: Instant,
+    pacer: FramePacer,
     sequence: u64,
     /// One period of bars plus a frame width, so any row is one slice of it.
     bar_row: Vec<u8>,
@@ -60,7 +61,7 @@ impl TestPattern {
         let bar_row =
             (0..width + BAR_PERIOD).map(|x| (16 + (x % BAR_PERIOD) * 219 / BAR_PERIOD) as u8).collect();
         let u_row = (0..width / 2).map(|x| (64 + x * 128 / (width / 2)) as u8).collect();
-        Ok(TestPattern { format, started: Instant::now(), sequence: 0, bar_row, u_row })
+        Ok(TestPattern { format, pacer: FramePacer::new(fps), sequence: 0, bar_row, u_row })
     }
 
     /// Draws frame number `sequence` captured at `captured_at` (no pacing).
@@ -164,7 +165,7 @@ impl FrameSource for TestPattern {
     }
 
     fn next_frame(&mut self) -> Result<VideoFrame, SourceError> {
-        self.wait_until_due();
+        self.pacer.wait();
         let frame = self.render(self.sequence, SystemTime::now());
         self.sequence += 1;
         Ok(frame)
@@ -173,27 +174,10 @@ impl FrameSource for TestPattern {
     /// Draws the frame only if it is wanted once it is due: unwatched
     /// frames cost a sleep, no drawing and no allocation.
     fn next_frame_if(&mut self, wanted: &mut dyn FnMut() -> bool) -> Result<Option<VideoFrame>, SourceError> {
-        self.wait_until_due();
+        self.pacer.wait();
         let frame = wanted().then(|| self.render(self.sequence, SystemTime::now()));
         self.sequence += 1;
         Ok(frame)
-    }
-}
-
-impl TestPattern {
-    /// Sleeps until frame `sequence` is due. Absolute schedule: frame n is
-    /// due at start + n/fps, so sleeps never drift.
-    fn wait_until_due(&mut self) {
-        let period = Duration::from_secs(1) / self.format.fps;
-        let due = self.started + period * u32::try_from(self.sequence).unwrap_or(u32::MAX);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        } else if now - due > period * 4 {
-            // Far behind (the machine stalled): start the schedule afresh
-            // rather than burst frames to catch up.
-            self.started = now - period * u32::try_from(self.sequence).unwrap_or(u32::MAX);
-        }
     }
 }
 
@@ -250,6 +234,7 @@ fn draw_text(frame: &mut VideoFrame, left: usize, top: usize, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn pattern() -> TestPattern {
         TestPattern::new(CaptureFormat { width: 640, height: 480, fps: 30 }).unwrap()

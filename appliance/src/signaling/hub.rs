@@ -17,6 +17,7 @@ use super::protocol::{ErrorCode, PeerMessage, ServerMessage};
 use super::throttle::{GuessThrottle, ThrottleConfig};
 use crate::netlog::{NetEvent, NetworkLog};
 use crate::sources::LocalPrefixes;
+use crate::viewers::ViewerCount;
 
 /// Which rooms exist and how many may be in them.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct HubConfig {
     pub local_prefixes: LocalPrefixes,
     /// Where wrong secrets and protocol violations are counted.
     pub log: NetworkLog,
+    /// Where the hub publishes the one viewer count (see `crate::viewers`).
+    pub viewers: ViewerCount,
 }
 
 impl HubConfig {
@@ -48,6 +51,7 @@ impl HubConfig {
             throttle: ThrottleConfig::default(),
             local_prefixes: LocalPrefixes::default(),
             log: NetworkLog::new(),
+            viewers: ViewerCount::new(),
         }
     }
 }
@@ -91,6 +95,8 @@ pub struct Hub {
     clients: HashMap<ClientId, Client>,
     throttle: GuessThrottle,
     log: NetworkLog,
+    /// The one viewer count, republished after every change of membership.
+    viewers: ViewerCount,
     /// The in-process camera client, which does not take a viewer's place.
     device: Option<ClientId>,
 }
@@ -107,6 +113,7 @@ impl Hub {
             clients: HashMap::new(),
             throttle: GuessThrottle::new(config.throttle, config.local_prefixes),
             log: config.log,
+            viewers: config.viewers,
             device: None,
         }
     }
@@ -129,6 +136,12 @@ impl Hub {
     /// appliance room without counting against the viewer limit.
     pub fn set_device(&mut self, id: ClientId) {
         self.device = Some(id);
+        self.publish_viewers();
+    }
+
+    /// Writes [`Hub::viewer_count`] to the shared [`ViewerCount`].
+    fn publish_viewers(&self) {
+        self.viewers.set(self.viewer_count());
     }
 
     /// The camera's own IPv6 prefixes changed (how wrong guesses are keyed).
@@ -198,7 +211,7 @@ impl Hub {
             return Vec::new();
         };
         room.members.retain(|m| *m != id);
-        let effects = room
+        let effects: Vec<Effect> = room
             .members
             .iter()
             .map(|&to| Effect::Send { to, message: ServerMessage::RoomLeave { client_id: id } })
@@ -206,6 +219,7 @@ impl Hub {
         if room.members.is_empty() && matches!(self.policy, RoomPolicy::Open { .. }) {
             self.rooms.remove(&room_id);
         }
+        self.publish_viewers();
         effects
     }
 
@@ -240,12 +254,12 @@ impl Hub {
                 }
                 // A right secret does not clear the source's record: its
                 // wrong guesses stay as suspicious as before.
-                let device_present = self.device.is_some_and(|d| d != id);
-                if self.device == Some(id) {
-                    usize::MAX
-                } else {
-                    max_viewers + usize::from(device_present)
+                // The camera never takes a slot; a viewer needs a free one
+                // of the one count (`crate::viewers`).
+                if self.device != Some(id) && self.viewer_count() >= *max_viewers {
+                    return self.fail(id, ErrorCode::RoomFull);
                 }
+                usize::MAX
             }
             RoomPolicy::Open { max_clients } => *max_clients,
         };
@@ -258,6 +272,7 @@ impl Hub {
         if let Some(client) = self.clients.get_mut(&id) {
             client.state = ClientState::Joined(room_id.clone());
         }
+        self.publish_viewers();
         let mut effects = vec![Effect::Send {
             to: id,
             message: ServerMessage::Joined {
@@ -418,6 +433,33 @@ mod tests {
             [(id(3), ErrorCode::RoomFull)]
         );
         assert_eq!(hub.viewer_count(), 2);
+    }
+
+    /// One count: admission reads it, the hub publishes it, a leave frees a
+    /// slot, and a camera that is connected but not yet in the room (a
+    /// restarting camera peer) does not lend its place to a viewer.
+    #[test]
+    fn one_viewer_count_decides_admission_and_is_published() {
+        let viewers = ViewerCount::new();
+        let mut hub = Hub::new(HubConfig {
+            viewers: viewers.clone(),
+            ..HubConfig::new(RoomPolicy::Appliance { secret: secret(), max_viewers: 2 })
+        });
+        hub.connect(id(9), IP.parse().unwrap());
+        hub.set_device(id(9)); // connected, not joined
+        connect_and_join(&mut hub, 1, &good_room());
+        connect_and_join(&mut hub, 2, &good_room());
+        assert_eq!(viewers.get(), 2);
+        assert_eq!(
+            disconnected(&connect_and_join(&mut hub, 3, &good_room())),
+            [(id(3), ErrorCode::RoomFull)]
+        );
+        hub.receive(id(9), &join_text(&good_room()), Instant::now());
+        assert_eq!(viewers.get(), 2, "the camera is not a viewer");
+        hub.disconnect(id(1));
+        assert_eq!(viewers.get(), 1, "a viewer that goes frees its slot");
+        assert!(disconnected(&connect_and_join(&mut hub, 4, &good_room())).is_empty());
+        assert_eq!((viewers.get(), hub.viewer_count()), (2, 2));
     }
 
     #[test]

@@ -1,0 +1,49 @@
+//! The one viewer count.
+//!
+//! A viewer holds a slot from the moment it joins the camera's room until it
+//! leaves it (a `leave`, its WebSocket closing, or the hub dropping it; a
+//! killed browser's socket closes at once, a vanished one within the
+//! signaling keep-alive). The signaling hub is the only writer: it admits at
+//! most `--max-viewers` against this count and publishes it after every
+//! change of membership. Everything else reads the same number: the media
+//! worker encodes only while it is above zero, and `/api/info` reports it
+//! (`viewers`). How many viewers actually receive frames right now (their
+//! connection is up and subscribed to the fan-out) is a different figure,
+//! reported as `camera.streaming`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Viewers holding a slot in the camera's room. Cheap to clone; clones share.
+#[derive(Debug, Clone, Default)]
+pub struct ViewerCount(Arc<AtomicUsize>);
+
+impl ViewerCount {
+    pub fn new() -> ViewerCount {
+        ViewerCount::default()
+    }
+
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the count (the hub after a join or a leave; tests that
+    /// drive the pipeline without a hub).
+    pub fn set(&self, viewers: usize) {
+        self.0.store(viewers, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ViewerCount;
+
+    #[test]
+    fn clones_share_one_count() {
+        let count = ViewerCount::new();
+        let reader = count.clone();
+        assert_eq!(reader.get(), 0);
+        count.set(3);
+        assert_eq!(reader.get(), 3);
+    }
+}
