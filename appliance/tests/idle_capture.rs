@@ -93,6 +93,9 @@ fn an_unwatched_camera_allocates_nothing_and_the_next_viewer_still_starts_at_onc
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let (_, bytes_before) = counters();
     let subscribed = Instant::now();
+    // As the signaling hub does when the viewer joins the room (the one
+    // viewer count, `lookout::viewers`), then its connection subscribes.
+    pipeline.fanout().viewers().set(1);
     let mut feed = pipeline.fanout().subscribe().expect("the fan-out is open");
     let first = runtime
         .block_on(async { tokio::time::timeout(Duration::from_secs(5), feed.next()).await })
