@@ -38,6 +38,23 @@ fn v6(text: &str) -> IpAddr {
     text.parse().expect("an IPv6 address")
 }
 
+/// Starts the camera (server only) on 2001:db8:1::1 with `extra` options;
+/// returns it, its address, its identity and its state folder (kept alive
+/// by the caller).
+fn start_camera(extra: &[&str]) -> (LookoutProcess, SocketAddr, Identity, tempfile::TempDir) {
+    let state = tempfile::tempdir().expect("state folder");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
+    command
+        .args(["--listen", "[2001:db8:1::1]:0", "--no-camera", "--no-mdns"])
+        .args(extra)
+        .arg("--state-dir")
+        .arg(state.path());
+    let lookout = LookoutProcess::spawn(command);
+    let camera = lookout.wait_for_addr("serving HTTPS");
+    let identity = Identity::load(&state.path().join("identity.json")).expect("identity was written");
+    (lookout, camera, identity, state)
+}
+
 /// Sends a `JoinOrCreate` for `room` from `from`; the type or error code answered.
 async fn guess(from: &str, camera: SocketAddr, identity: &Identity, room: &str) -> String {
     let mut client = client_from(v6(from), camera, identity, None)
@@ -87,16 +104,14 @@ fn ipv6_sources_are_single_addresses_on_the_cameras_lan_and_a_slash_64_elsewhere
 }
 
 async fn scenario() {
-    let state = tempfile::tempdir().expect("state folder");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    command
-        .args(["--listen", "[2001:db8:1::1]:0", "--no-camera", "--no-mdns", "--guess-backoff", "30s"])
-        .args(["--max-connections-per-prefix", "3", "--prefix-refresh", "300ms"])
-        .arg("--state-dir")
-        .arg(state.path());
-    let mut lookout = LookoutProcess::spawn(command);
-    let camera = lookout.wait_for_addr("serving HTTPS");
-    let identity = Identity::load(&state.path().join("identity.json")).expect("identity was written");
+    let (mut lookout, camera, identity, _state) = start_camera(&[
+        "--guess-backoff",
+        "30s",
+        "--max-connections-per-prefix",
+        "3",
+        "--prefix-refresh",
+        "300ms",
+    ]);
     let secret = identity.room_secret().expose_hex();
     let wrong = "00".repeat(32);
 
@@ -177,15 +192,7 @@ const GUESSERS_ELSEWHERE: [&str; 6] = [
 /// guessing address of each and from another address, and the camera's log
 /// counts the guesses in a few lines.
 async fn wrong_guesses_at_full_speed() {
-    let state = tempfile::tempdir().expect("state folder");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    command
-        .args(["--listen", "[2001:db8:1::1]:0", "--no-camera", "--no-mdns"])
-        .arg("--state-dir")
-        .arg(state.path());
-    let mut lookout = LookoutProcess::spawn(command);
-    let camera = lookout.wait_for_addr("serving HTTPS");
-    let identity = Identity::load(&state.path().join("identity.json")).expect("identity was written");
+    let (mut lookout, camera, identity, _state) = start_camera(&[]);
     let secret = identity.room_secret().expose_hex();
 
     let stop_at = Instant::now() + Duration::from_secs(3);
