@@ -125,3 +125,14 @@ export async function readStrip(page) {
     });
   }));
 }
+
+/** The viewer's inbound video RTP statistics (getStats), or null before there are any. */
+export async function inboundVideoStats(page) {
+  return page.evaluate(async () => {
+    let found = null;
+    (await window.lookout.pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') found = s;
+    });
+    return found;
+  });
+}

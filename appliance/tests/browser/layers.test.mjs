@@ -5,7 +5,7 @@
 // camera, no freezes, no keyframe requests, the picture live. About 25 s.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launchBrowser, openViewer, readStrip, startLookout, waitForVideo } from './harness.mjs';
+import { inboundVideoStats, launchBrowser, openViewer, readStrip, startLookout, waitForVideo } from './harness.mjs';
 
 let browser;
 let lookout;
@@ -25,23 +25,13 @@ after(async () => {
   await lookout?.stop();
 });
 
-async function inbound(page) {
-  return page.evaluate(async () => {
-    let found = null;
-    (await window.lookout.pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') found = s;
-    });
-    return found;
-  });
-}
-
 test('a viewer given only the base layer decodes every frame it gets, at half the rate', async () => {
   const page = await openViewer(browser, lookout.url());
   await waitForVideo(page, { width: 640, height: 480 });
   await page.waitForTimeout(2000);
-  const before = await inbound(page);
+  const before = await inboundVideoStats(page);
   await page.waitForTimeout(10000);
-  const after = await inbound(page);
+  const after = await inboundVideoStats(page);
   const seconds = (after.timestamp - before.timestamp) / 1000;
   const fps = (after.framesDecoded - before.framesDecoded) / seconds;
   const received = after.framesReceived - before.framesReceived;

@@ -5,7 +5,7 @@
 // the shaped viewer) and keyframes; for the shaped one, fps and the longest
 // gap between presented frames after its first 5 s.
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, waitForVideo } from './harness.mjs';
+import { CHROMIUM_ARGS, inboundVideoStats, waitForVideo } from './harness.mjs';
 
 const { SHAPED_URL_CLEAN, SHAPED_URL_WEAK, SHAPED_BROWSER_CLEAN, SHAPED_BROWSER_WEAK } = process.env;
 const SECONDS = Number(process.env.SHAPED_SECONDS || 30);
@@ -44,16 +44,6 @@ function recordFrames(ms) {
   });
 }
 
-async function inbound(page) {
-  return page.evaluate(async () => {
-    let found = null;
-    (await window.lookout.pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') found = s;
-    });
-    return found;
-  });
-}
-
 async function viewer(executablePath, url) {
   const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, headless: true });
   const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
@@ -76,23 +66,23 @@ let weak;
 try {
   await waitForVideo(clean.page, { width: 1280, height: 720, timeout: 30000 });
   await clean.page.waitForTimeout(3000);
-  let before = await inbound(clean.page);
+  let before = await inboundVideoStats(clean.page);
   let frames = await clean.page.evaluate(recordFrames, 10000);
-  summary('clean viewer alone (10 s)', frames, before, await inbound(clean.page));
+  summary('clean viewer alone (10 s)', frames, before, await inboundVideoStats(clean.page));
 
   weak = await viewer(SHAPED_BROWSER_WEAK, SHAPED_URL_WEAK);
   const joined = Date.now();
   await waitForVideo(weak.page, { width: 1280, height: 720, timeout: 60000 });
   console.log(`shaped viewer: first frame ${Date.now() - joined} ms after opening the page`);
   await weak.page.waitForTimeout(5000);
-  before = await inbound(clean.page);
-  const weakBefore = await inbound(weak.page);
+  before = await inboundVideoStats(clean.page);
+  const weakBefore = await inboundVideoStats(weak.page);
   const [cleanFrames, weakFrames] = await Promise.all([
     clean.page.evaluate(recordFrames, SECONDS * 1000),
     weak.page.evaluate(recordFrames, SECONDS * 1000),
   ]);
-  summary(`clean viewer with the shaped one`, cleanFrames, before, await inbound(clean.page));
-  summary(`shaped viewer`, weakFrames, weakBefore, await inbound(weak.page));
+  summary(`clean viewer with the shaped one`, cleanFrames, before, await inboundVideoStats(clean.page));
+  summary(`shaped viewer`, weakFrames, weakBefore, await inboundVideoStats(weak.page));
   const info = await clean.page.evaluate(async () => (await fetch('/api/info')).json());
   console.log(`encoder bitrate at the end: ${(info.camera.bitrate / 1000).toFixed(0)} kbit/s, viewers ${info.camera.viewers}`);
 } finally {
