@@ -36,6 +36,9 @@ skip() {
 apt_install build-essential pkg-config nasm chromium iproute2 util-linux \
     zbar-tools librsvg2-bin mtools dosfstools fdisk e2fsprogs avahi-daemon avahi-utils dbus \
     wpasupplicant nftables curl
+# The Prometheus project's OpenMetrics parser, for tests/metrics_endpoint.rs
+# (tests/parse_metrics.py runs it with Debian's /usr/bin/python3).
+apt_install python3 python3-prometheus-client
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 # playwright-core (the browser tests) needs Node.js 20 or newer; Debian 12's own is 18.
 node_major=$(node -p 'process.versions.node.split(".")[0]')

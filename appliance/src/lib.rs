@@ -12,6 +12,7 @@
 //! - [`listener`]: the one accept path (cap, TLS deadline, HTTP deadline).
 //! - [`sources`]: how addresses are grouped for limits (address, /64).
 //! - [`netlog`]: network-triggered log lines, counted and written per 10 s.
+//! - [`metrics`]: `/metrics` for Prometheus, read at scrape time.
 //! - [`banner`]: what a person running `lookout` in a terminal sees.
 //! - [`logging`]: the tracing set-up.
 //! - [`log_redaction`]: the log writer that removes the room secret.
@@ -35,6 +36,7 @@ pub mod log_redaction;
 pub mod logging;
 pub mod mdns;
 pub mod media;
+pub mod metrics;
 pub mod nearby;
 pub mod needs_provisioning;
 pub mod netlog;

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,30 @@ pub enum NetEvent {
 }
 
 impl NetEvent {
+    /// Every kind, in order (for `/metrics`).
+    pub const ALL: [NetEvent; 7] = [
+        NetEvent::ConnectionRefused,
+        NetEvent::ConnectionEvicted,
+        NetEvent::ForeignOrigin,
+        NetEvent::WrongSecret,
+        NetEvent::ThrottledGuess,
+        NetEvent::ProtocolViolation,
+        NetEvent::JoinTimeout,
+    ];
+
+    /// A short name, the `reason` label of `lookout_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            NetEvent::ConnectionRefused => "connection_cap",
+            NetEvent::ConnectionEvicted => "evicted_idle",
+            NetEvent::ForeignOrigin => "foreign_origin",
+            NetEvent::WrongSecret => "wrong_secret",
+            NetEvent::ThrottledGuess => "throttled_guess",
+            NetEvent::ProtocolViolation => "protocol_violation",
+            NetEvent::JoinTimeout => "join_timeout",
+        }
+    }
+
     fn describe(self) -> &'static str {
         match self {
             NetEvent::ConnectionRefused => "connections refused (connection cap)",
@@ -68,11 +93,17 @@ pub struct NetworkLog {
     tally: Arc<Mutex<Tally>>,
     /// When the counts were last written (or the log made).
     last_flush: Arc<Mutex<Instant>>,
+    /// Every event since the start, by kind (never reset; `/metrics`).
+    totals: Arc<[AtomicU64; NetEvent::ALL.len()]>,
 }
 
 impl Default for NetworkLog {
     fn default() -> Self {
-        NetworkLog { tally: Arc::default(), last_flush: Arc::new(Mutex::new(Instant::now())) }
+        NetworkLog {
+            tally: Arc::default(),
+            last_flush: Arc::new(Mutex::new(Instant::now())),
+            totals: Arc::new(std::array::from_fn(|_| AtomicU64::new(0))),
+        }
     }
 }
 
@@ -89,6 +120,9 @@ impl NetworkLog {
 
     /// Counts one `event` from `ip`.
     pub fn count(&self, event: NetEvent, ip: IpAddr) {
+        if let Some(total) = NetEvent::ALL.iter().position(|e| *e == event).and_then(|i| self.totals.get(i)) {
+            total.fetch_add(1, Ordering::Relaxed);
+        }
         let mut tally = self.tally.lock().unwrap_or_else(|p| p.into_inner());
         let key = (event, ip.to_canonical());
         let full = tally.counts.len() >= MAX_KEYS;
@@ -99,6 +133,11 @@ impl NetworkLog {
                 tally.counts.insert(key, 1);
             }
         }
+    }
+
+    /// Every event counted since the start, by kind (all kinds, zeros too).
+    pub fn totals(&self) -> Vec<(NetEvent, u64)> {
+        NetEvent::ALL.iter().zip(self.totals.iter()).map(|(e, n)| (*e, n.load(Ordering::Relaxed))).collect()
     }
 
     /// Takes the counts since the last call and returns the lines to write.
@@ -164,6 +203,20 @@ impl NetworkLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn totals_survive_the_windows_and_list_every_kind() {
+        let log = NetworkLog::new();
+        for _ in 0..3 {
+            log.count(NetEvent::WrongSecret, "192.0.2.1".parse().unwrap());
+        }
+        log.take_lines(WINDOW);
+        log.count(NetEvent::WrongSecret, "192.0.2.9".parse().unwrap());
+        let totals = log.totals();
+        assert_eq!(totals.len(), NetEvent::ALL.len());
+        assert!(totals.contains(&(NetEvent::WrongSecret, 4)));
+        assert!(totals.contains(&(NetEvent::JoinTimeout, 0)));
+    }
 
     #[test]
     fn counts_are_one_line_per_kind_and_address() {

@@ -113,6 +113,8 @@ impl Server {
                     "localhost".to_owned(),
                 ],
                 log: log.clone(),
+                metrics_open: settings.metrics_open,
+                started: std::time::Instant::now(),
             }),
             handshake_timeout: settings.handshake_timeout,
             hostname: format!("{}.local", identity.hostname()),

@@ -49,6 +49,8 @@ pub struct Settings {
     pub mdns: bool,
     /// How often the camera's own IPv6 prefixes are read again.
     pub prefix_refresh: Duration,
+    /// `/metrics` without a bearer token (`--metrics-open`).
+    pub metrics_open: bool,
 }
 
 /// Camera, encoder and WebRTC settings.
@@ -101,6 +103,7 @@ impl Settings {
             boot_identity_dir: None,
             mdns: false,
             prefix_refresh: Duration::from_secs(30),
+            metrics_open: false,
         }
     }
 }
@@ -268,6 +271,11 @@ pub struct Cli {
     #[arg(long)]
     pub no_mdns: bool,
 
+    /// Serve /metrics (Prometheus) without a token, for a scraper on the
+    /// LAN. By default it needs `Authorization: Bearer <room secret>`.
+    #[arg(long)]
+    pub metrics_open: bool,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lookout=debug`.
     /// Precedence: --log, then LOOKOUT_LOG, then RUST_LOG, then `info`. The
     /// room secret is removed from the output whatever the filter.
@@ -344,6 +352,7 @@ impl Cli {
             boot_identity_dir: Some(self.boot_identity_dir.clone()),
             mdns: !self.no_mdns,
             prefix_refresh: self.prefix_refresh,
+            metrics_open: self.metrics_open,
         }
     }
 

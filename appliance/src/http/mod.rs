@@ -8,6 +8,7 @@
 //! | `/api/info` | GET, HEAD | JSON: device, version, fingerprint       |
 //! | `/manifest.webmanifest` | GET, HEAD | web app manifest ([`manifest`]) |
 //! | `/signal`   | GET       | WebSocket upgrade (426 without one)      |
+//! | `/metrics`  | GET, HEAD | Prometheus text ([`crate::metrics`]); bearer token |
 //!
 //! Anything else is 404; a known path with another method is 405. An upgrade
 //! from a foreign `Origin` is 403 (see [`origin`]); one beyond the signaling
@@ -61,6 +62,10 @@ pub struct AppState {
     /// The camera's host names, for the `Origin` check.
     pub names: Vec<String>,
     pub log: NetworkLog,
+    /// `/metrics` without a bearer token (`--metrics-open`).
+    pub metrics_open: bool,
+    /// When the server started (`lookout_uptime_seconds`).
+    pub started: std::time::Instant,
 }
 
 /// The content security policy of every page: only our own scripts, styles
@@ -81,6 +86,7 @@ pub async fn handle(request: Request<Incoming>, state: Arc<AppState>, peer: Sock
         "/healthz" => get_only(&method, || healthz(&state)),
         "/api/info" => get_only(&method, || info(&state)),
         "/manifest.webmanifest" => get_only(&method, || web_app_manifest(&state)),
+        "/metrics" => get_only(&method, || metrics(&request, &state, peer)),
         _ => match assets::find(&path) {
             Some(asset) => get_only(&method, || page(asset)),
             None => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -168,6 +174,73 @@ fn info(state: &AppState) -> Response<Body> {
         "cameras": state.nearby.list(),
     });
     json(StatusCode::OK, &body)
+}
+
+/// `/metrics`: the room secret as a bearer token unless `--metrics-open`.
+fn metrics<B>(request: &Request<B>, state: &AppState, peer: SocketAddr) -> Response<Body> {
+    if !state.metrics_open {
+        if let Some(refusal) = refuse_without_bearer(request, state, peer) {
+            return refusal;
+        }
+    }
+    match crate::metrics::render(state) {
+        Ok(text) => {
+            let mut response = Response::new(Full::new(Bytes::from(text)));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            add_security_headers(headers);
+            response
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics not encoded");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded\n")
+        }
+    }
+}
+
+/// Checks `Authorization: Bearer <room secret>` with the signaling path's
+/// constant-time comparison and throttle: `None` lets the request through;
+/// the refusal is a 401 with `WWW-Authenticate: Bearer` (429 while the
+/// source must wait). The token is never logged.
+fn refuse_without_bearer<B>(
+    request: &Request<B>,
+    state: &AppState,
+    peer: SocketAddr,
+) -> Option<Response<Body>> {
+    use crate::signaling::hub::SecretRefusal;
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let challenge = |status, body: &'static str, error: &'static str| {
+        let mut response = text(status, body);
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(error));
+        response
+    };
+    let Some(token) = token else {
+        return Some(challenge(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs Authorization: Bearer <room secret>\n",
+            "Bearer realm=\"lookout\"",
+        ));
+    };
+    match state.relay.check_bearer(peer.ip(), token) {
+        Ok(()) => None,
+        Err(SecretRefusal::Throttled) => Some(challenge(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong tokens from this address; wait and try again\n",
+            "Bearer realm=\"lookout\", error=\"invalid_token\"",
+        )),
+        Err(SecretRefusal::Wrong | SecretRefusal::NoSecret) => Some(challenge(
+            StatusCode::UNAUTHORIZED,
+            "wrong token\n",
+            "Bearer realm=\"lookout\", error=\"invalid_token\"",
+        )),
+    }
 }
 
 fn web_app_manifest(state: &AppState) -> Response<Body> {

@@ -55,6 +55,19 @@ struct Shared {
     estimates: Mutex<HashMap<u64, (u64, Instant)>>,
     /// Viewers holding a slot in the room (the hub writes it).
     viewers: ViewerCount,
+    /// Frames viewers lost by falling a whole ring behind, summed (`/metrics`).
+    dropped_lagged: AtomicU64,
+    /// Frames viewers skipped while waiting for a keyframe, summed.
+    dropped_waiting: AtomicU64,
+}
+
+/// Frames not sent to viewers since the start, by cause, summed over viewers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FanoutDrops {
+    /// Lost by a viewer a whole ring behind.
+    pub lagged: u64,
+    /// Skipped while the viewer waited for a keyframe (joining or after a loss).
+    pub waiting_for_keyframe: u64,
 }
 
 /// Why a feed ended.
@@ -79,6 +92,8 @@ impl Fanout {
                 encoder_target: AtomicU64::new(0),
                 estimates: Mutex::new(HashMap::new()),
                 viewers: ViewerCount::new(),
+                dropped_lagged: AtomicU64::new(0),
+                dropped_waiting: AtomicU64::new(0),
             }),
         }
     }
@@ -149,6 +164,14 @@ impl Fanout {
             .filter(|(_, at)| now.saturating_duration_since(*at) < ESTIMATE_FRESH)
             .map(|(bps, _)| *bps)
             .collect()
+    }
+
+    /// Frames not sent to viewers since the start, by cause.
+    pub fn drops(&self) -> FanoutDrops {
+        FanoutDrops {
+            lagged: self.shared.dropped_lagged.load(Ordering::Relaxed),
+            waiting_for_keyframe: self.shared.dropped_waiting.load(Ordering::Relaxed),
+        }
     }
 
     /// A new viewer's feed. Its first frame will be a keyframe.
@@ -225,6 +248,7 @@ impl ViewerFeed {
                     }
                     if self.waiting_for_keyframe && !frame.keyframe {
                         self.dropped += 1;
+                        self.shared.dropped_waiting.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     self.waiting_for_keyframe = false;
@@ -232,6 +256,7 @@ impl ViewerFeed {
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     self.dropped += missed;
+                    self.shared.dropped_lagged.fetch_add(missed, Ordering::Relaxed);
                     self.waiting_for_keyframe = true;
                     self.request_keyframe();
                 }

@@ -14,8 +14,11 @@
 //!   estimates, one keyframe request per viewer per second.
 //! - [`pipeline`]: the supervisor and its capture/encode worker, restarts,
 //!   status and health.
+//! - [`counters`]: what only `/metrics` reads (encode times, keyframes by
+//!   cause, bytes).
 //! - `fault` (debug builds only): a source that fails on purpose, for tests.
 
+pub mod counters;
 pub mod encoder;
 pub mod fanout;
 #[cfg(debug_assertions)]

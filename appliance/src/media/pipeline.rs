@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::counters::MediaCounters;
 use super::encoder::{EncoderSettings, H264Encoder};
 use super::fanout::Fanout;
 use super::rate;
@@ -197,6 +198,7 @@ const TICK: Duration = Duration::from_millis(200);
 pub struct MediaPipeline {
     fanout: Fanout,
     status: Arc<Mutex<CameraStatus>>,
+    counters: Arc<MediaCounters>,
     stop: Arc<AtomicBool>,
     heartbeat: Heartbeat,
     finished: mpsc::Receiver<()>,
@@ -225,11 +227,17 @@ impl MediaPipeline {
             last_frame: None,
             running_since: None,
         }));
+        let counters = Arc::new(MediaCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let heartbeat = Heartbeat::new();
         let (finished_tx, finished) = mpsc::channel();
         let supervisor = Supervisor {
-            shared: Arc::new(Shared { settings, fanout: fanout.clone(), status: status.clone() }),
+            shared: Arc::new(Shared {
+                settings,
+                fanout: fanout.clone(),
+                status: status.clone(),
+                counters: counters.clone(),
+            }),
             stop: stop.clone(),
             heartbeat: heartbeat.clone(),
             idle: IdleTrim::default(),
@@ -238,7 +246,7 @@ impl MediaPipeline {
             supervisor.run();
             let _ = finished_tx.send(());
         })?;
-        Ok(MediaPipeline { fanout, status, stop, heartbeat, finished })
+        Ok(MediaPipeline { fanout, status, counters, stop, heartbeat, finished })
     }
 
     pub fn fanout(&self) -> Fanout {
@@ -247,7 +255,11 @@ impl MediaPipeline {
 
     /// A handle to the status (cheap to clone, for `/api/info`).
     pub fn status_handle(&self) -> StatusHandle {
-        StatusHandle { status: self.status.clone(), fanout: self.fanout.clone() }
+        StatusHandle {
+            status: self.status.clone(),
+            fanout: self.fanout.clone(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// Beaten by the supervisor's loop: the watchdog pings only while it beats.
@@ -273,12 +285,23 @@ impl Drop for MediaPipeline {
 pub struct StatusHandle {
     status: Arc<Mutex<CameraStatus>>,
     fanout: Fanout,
+    counters: Arc<MediaCounters>,
 }
 
 impl StatusHandle {
     /// The one viewer count, which the signaling hub writes.
     pub fn viewers(&self) -> crate::viewers::ViewerCount {
         self.fanout.viewers()
+    }
+
+    /// The counters only `/metrics` reads.
+    pub fn counters(&self) -> &MediaCounters {
+        &self.counters
+    }
+
+    /// The fan-out's drop counts and the viewers' fresh estimates (`/metrics`).
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
     }
 
     /// Counts a restart of the camera's peer (shown in `/api/info`).
@@ -353,6 +376,7 @@ struct Shared {
     settings: PipelineSettings,
     fanout: Fanout,
     status: Arc<Mutex<CameraStatus>>,
+    counters: Arc<MediaCounters>,
 }
 
 impl Shared {
@@ -625,9 +649,12 @@ impl Worker {
             let estimates = fanout.fresh_estimates(Instant::now());
             encoder.set_bitrate(rate::encoder_target(&estimates, settings.encoder.bitrate));
             fanout.set_encoder_target(u64::from(encoder.bitrate()));
+            let encode_started = Instant::now();
             match encoder.encode(&frame, keyframe) {
                 Ok(encoded) => {
                     encoder_errors = 0;
+                    let took = encode_started.elapsed();
+                    self.shared.counters.encoded(took, encoded.data.len(), encoded.keyframe, keyframe);
                     if encoded.keyframe {
                         last_keyframe = Some(Instant::now());
                     }
@@ -640,6 +667,7 @@ impl Worker {
                 }
                 Err(e) => {
                     encoder_errors += 1;
+                    self.shared.counters.encode_failed();
                     tracing::warn!(error = %e, "frame not encoded");
                     if encoder_errors >= ENCODER_ERRORS_FAIL {
                         return Outcome::Failed(

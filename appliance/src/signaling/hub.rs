@@ -30,6 +30,17 @@ pub enum RoomPolicy {
     Open { max_clients: usize },
 }
 
+/// Why a room secret given outside signaling was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SecretRefusal {
+    #[error("wrong secret")]
+    Wrong,
+    #[error("too many wrong guesses from this address; wait")]
+    Throttled,
+    #[error("this server has no room secret (open rooms)")]
+    NoSecret,
+}
+
 /// Hub settings.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -234,6 +245,40 @@ impl Hub {
         effects
     }
 
+    /// Checks a room secret given outside the signaling protocol (an HTTP
+    /// bearer token, `/metrics`): the same constant-time comparison, the same
+    /// throttle and the same refusal counts as a join.
+    pub fn check_secret(&mut self, ip: IpAddr, candidate: &[u8], now: Instant) -> Result<(), SecretRefusal> {
+        match &self.policy {
+            RoomPolicy::Appliance { secret, .. } => {
+                Self::check_against(secret, &mut self.throttle, &self.log, ip, candidate, now)
+            }
+            RoomPolicy::Open { .. } => Err(SecretRefusal::NoSecret),
+        }
+    }
+
+    /// The secret first: the right one passes at once, whatever the throttle
+    /// holds against its address.
+    fn check_against(
+        secret: &RoomSecret,
+        throttle: &mut GuessThrottle,
+        log: &NetworkLog,
+        ip: IpAddr,
+        candidate: &[u8],
+        now: Instant,
+    ) -> Result<(), SecretRefusal> {
+        if secret.matches(candidate) {
+            return Ok(());
+        }
+        if throttle.check(ip, now).is_err() {
+            log.count(NetEvent::ThrottledGuess, ip);
+            return Err(SecretRefusal::Throttled);
+        }
+        throttle.record_failure(ip, now);
+        log.count(NetEvent::WrongSecret, ip);
+        Err(SecretRefusal::Wrong)
+    }
+
     fn join(&mut self, id: ClientId, room_id: RoomId, now: Instant) -> Vec<Effect> {
         let ip = match self.clients.get(&id) {
             Some(client) => client.ip,
@@ -243,14 +288,11 @@ impl Hub {
             RoomPolicy::Appliance { secret, max_viewers } => {
                 // The secret first: the right one joins at once, whatever
                 // the throttle holds against its address.
-                if !secret.matches(room_id.as_bytes()) {
-                    if self.throttle.check(ip, now).is_err() {
-                        self.log.count(NetEvent::ThrottledGuess, ip);
-                        return self.fail(id, ErrorCode::TooManyAttempts);
-                    }
-                    self.throttle.record_failure(ip, now);
-                    self.log.count(NetEvent::WrongSecret, ip);
-                    return self.fail(id, ErrorCode::UnknownRoom);
+                match Self::check_against(secret, &mut self.throttle, &self.log, ip, room_id.as_bytes(), now)
+                {
+                    Ok(()) => {}
+                    Err(SecretRefusal::Throttled) => return self.fail(id, ErrorCode::TooManyAttempts),
+                    Err(_) => return self.fail(id, ErrorCode::UnknownRoom),
                 }
                 // A right secret does not clear the source's record: its
                 // wrong guesses stay as suspicious as before.
@@ -418,6 +460,23 @@ mod tests {
         assert!(disconnected(&effects).is_empty(), "the right secret never waits");
         assert!(hub.is_joined(id(3)));
         assert_eq!(hub.client_count(), 1);
+    }
+
+    #[test]
+    fn a_secret_checked_outside_signaling_shares_the_throttle_and_the_counts() {
+        let mut hub = appliance(4);
+        let ip: IpAddr = "192.0.2.5".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(hub.check_secret(ip, &[0; 32], t0), Err(SecretRefusal::Wrong));
+        assert_eq!(hub.check_secret(ip, b"short", t0), Err(SecretRefusal::Throttled));
+        assert_eq!(hub.check_secret(ip, secret().expose_hex().as_bytes(), t0), Err(SecretRefusal::Throttled));
+        let bytes = RoomId::parse(&secret().expose_hex()).unwrap();
+        assert_eq!(hub.check_secret(ip, bytes.as_bytes(), t0), Ok(()), "the right secret never waits");
+        let totals = hub.log.totals();
+        assert!(
+            totals.contains(&(NetEvent::WrongSecret, 1)) && totals.contains(&(NetEvent::ThrottledGuess, 2))
+        );
+        assert_eq!(open(2).check_secret(ip, bytes.as_bytes(), t0), Err(SecretRefusal::NoSecret));
     }
 
     #[test]

@@ -145,6 +145,15 @@ impl Relay {
         self.lock().hub.set_local_prefixes(local);
     }
 
+    /// Checks a bearer token against the room secret (see
+    /// [`Hub::check_secret`]): 64 hex characters; anything else is a wrong guess.
+    pub fn check_bearer(&self, ip: IpAddr, token: &str) -> Result<(), super::hub::SecretRefusal> {
+        let candidate = super::ids::RoomId::parse(token).map(|id| *id.as_bytes());
+        // A token that is not even hex is compared as an empty (wrong) secret.
+        let bytes: &[u8] = candidate.as_ref().map_or(&[], |b| b.as_slice());
+        self.lock().hub.check_secret(ip.to_canonical(), bytes, Instant::now())
+    }
+
     /// Whether `client` has joined a room.
     pub fn is_joined(&self, client: ClientId) -> bool {
         self.lock().hub.is_joined(client)

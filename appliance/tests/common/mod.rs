@@ -155,11 +155,17 @@ impl RemoteServer {
 impl RemoteServer {
     /// `GET path` over a fresh TLS connection.
     pub async fn get(&self, path: &str) -> HttpResponse {
+        self.request("GET", path, "").await
+    }
+
+    /// One request over a fresh TLS connection; `extra_headers` are whole
+    /// lines, each ending in `\r\n`.
+    pub async fn request(&self, method: &str, path: &str, extra_headers: &str) -> HttpResponse {
         let tcp = TcpStream::connect(self.addr).await.expect("TCP connect");
         let connector = tokio_rustls::TlsConnector::from(tls_client_config(&self.identity, vec![]));
         let name = ServerName::try_from("localhost").expect("server name");
         let tls = connector.connect(name, tcp).await.expect("TLS handshake");
-        send_request(tls, "GET", path, "").await
+        send_request(tls, method, path, extra_headers).await
     }
 }
 
