@@ -9,6 +9,7 @@
 //! | `/manifest.webmanifest` | GET, HEAD | web app manifest ([`manifest`]) |
 //! | `/signal`   | GET       | WebSocket upgrade (426 without one)      |
 //! | `/metrics`  | GET, HEAD | Prometheus text ([`crate::metrics`]); bearer token |
+//! | `/snapshot.jpg` | GET, HEAD | JPEG of the next raw frame (`?width=`); bearer token |
 //!
 //! Anything else is 404; a known path with another method is 405. An upgrade
 //! from a foreign `Origin` is 403 (see [`origin`]); one beyond the signaling
@@ -87,6 +88,13 @@ pub async fn handle(request: Request<Incoming>, state: Arc<AppState>, peer: Sock
         "/api/info" => get_only(&method, || info(&state)),
         "/manifest.webmanifest" => get_only(&method, || web_app_manifest(&state)),
         "/metrics" => get_only(&method, || metrics(&request, &state, peer)),
+        "/snapshot.jpg" if method == Method::GET || method == Method::HEAD => {
+            match refuse_without_bearer(&request, &state, peer) {
+                Some(refusal) => refusal,
+                None => still(&state, request.uri().query().map(str::to_owned)).await,
+            }
+        }
+        "/snapshot.jpg" => method_not_allowed("GET, HEAD"),
         _ => match assets::find(&path) {
             Some(asset) => get_only(&method, || page(asset)),
             None => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -197,6 +205,64 @@ fn metrics<B>(request: &Request<B>, state: &AppState, peer: SocketAddr) -> Respo
             text(StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded\n")
         }
     }
+}
+
+/// How long `/snapshot.jpg` waits for the camera's next frame.
+const STILL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `/snapshot.jpg`: a JPEG of the next captured raw frame, scaled down to
+/// `?width=` (see `media::snapshot`); the encoder is not involved.
+async fn still(state: &AppState, query: Option<String>) -> Response<Body> {
+    use crate::media::snapshot::{encode_jpeg, StillError};
+    let Some(camera) = &state.camera else {
+        return text(StatusCode::NOT_FOUND, "this server has no camera\n");
+    };
+    let width = match query_width(query.as_deref()) {
+        Ok(width) => width,
+        Err(()) => {
+            return text(StatusCode::BAD_REQUEST, "width must be a number of pixels, e.g. ?width=640\n")
+        }
+    };
+    let Ok(Ok(frame)) = tokio::time::timeout(STILL_WAIT, camera.request_still()).await else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the camera delivered no frame in time; see /healthz\n",
+        );
+    };
+    match tokio::task::spawn_blocking(move || encode_jpeg(&frame, width)).await {
+        Ok(Ok(jpeg)) => {
+            let mut response = Response::new(Full::new(Bytes::from(jpeg)));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            add_security_headers(headers);
+            response
+        }
+        Ok(Err(e @ StillError::Width { .. })) => {
+            let mut response = text(StatusCode::BAD_REQUEST, "");
+            *response.body_mut() = Full::new(Bytes::from(format!("{e}\n")));
+            response
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "snapshot not encoded");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot could not be encoded\n")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshot task failed");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot could not be encoded\n")
+        }
+    }
+}
+
+/// `width=N` from a query string: `Ok(None)` without one, `Err` for a
+/// value that is not a number. Other parameters are ignored.
+fn query_width(query: Option<&str>) -> Result<Option<usize>, ()> {
+    let Some(value) =
+        query.into_iter().flat_map(|q| q.split('&')).find_map(|pair| pair.strip_prefix("width="))
+    else {
+        return Ok(None);
+    };
+    value.parse().map(Some).map_err(|_| ())
 }
 
 /// Checks `Authorization: Bearer <room secret>` with the signaling path's

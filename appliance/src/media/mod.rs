@@ -16,6 +16,8 @@
 //!   status and health.
 //! - [`counters`]: what only `/metrics` reads (encode times, keyframes by
 //!   cause, bytes).
+//! - [`snapshot`]: stills (`/snapshot.jpg`) from the next raw frame,
+//!   without the encoder.
 //! - `fault` (debug builds only): a source that fails on purpose, for tests.
 
 pub mod counters;
@@ -29,5 +31,6 @@ pub mod libcamera;
 pub mod pacer;
 pub mod pipeline;
 pub mod rate;
+pub mod snapshot;
 pub mod source;
 pub mod test_pattern;

@@ -29,6 +29,7 @@ use super::counters::MediaCounters;
 use super::encoder::{EncoderSettings, H264Encoder};
 use super::fanout::Fanout;
 use super::rate;
+use super::snapshot::StillRequests;
 use super::source::{CaptureFormat, FrameSource, SourceError};
 use super::test_pattern::TestPattern;
 use crate::sdnotify::Heartbeat;
@@ -199,6 +200,7 @@ pub struct MediaPipeline {
     fanout: Fanout,
     status: Arc<Mutex<CameraStatus>>,
     counters: Arc<MediaCounters>,
+    stills: Arc<StillRequests>,
     stop: Arc<AtomicBool>,
     heartbeat: Heartbeat,
     finished: mpsc::Receiver<()>,
@@ -228,6 +230,7 @@ impl MediaPipeline {
             running_since: None,
         }));
         let counters = Arc::new(MediaCounters::default());
+        let stills = Arc::new(StillRequests::default());
         let stop = Arc::new(AtomicBool::new(false));
         let heartbeat = Heartbeat::new();
         let (finished_tx, finished) = mpsc::channel();
@@ -237,6 +240,7 @@ impl MediaPipeline {
                 fanout: fanout.clone(),
                 status: status.clone(),
                 counters: counters.clone(),
+                stills: stills.clone(),
             }),
             stop: stop.clone(),
             heartbeat: heartbeat.clone(),
@@ -246,7 +250,7 @@ impl MediaPipeline {
             supervisor.run();
             let _ = finished_tx.send(());
         })?;
-        Ok(MediaPipeline { fanout, status, counters, stop, heartbeat, finished })
+        Ok(MediaPipeline { fanout, status, counters, stills, stop, heartbeat, finished })
     }
 
     pub fn fanout(&self) -> Fanout {
@@ -259,6 +263,7 @@ impl MediaPipeline {
             status: self.status.clone(),
             fanout: self.fanout.clone(),
             counters: self.counters.clone(),
+            stills: self.stills.clone(),
         }
     }
 
@@ -286,12 +291,19 @@ pub struct StatusHandle {
     status: Arc<Mutex<CameraStatus>>,
     fanout: Fanout,
     counters: Arc<MediaCounters>,
+    stills: Arc<StillRequests>,
 }
 
 impl StatusHandle {
     /// The one viewer count, which the signaling hub writes.
     pub fn viewers(&self) -> crate::viewers::ViewerCount {
         self.fanout.viewers()
+    }
+
+    /// Asks for the next captured raw frame (`/snapshot.jpg`, see
+    /// [`super::snapshot`]); wakes an idle capture for that one frame.
+    pub fn request_still(&self) -> tokio::sync::oneshot::Receiver<Arc<super::frame::VideoFrame>> {
+        self.stills.request()
     }
 
     /// The counters only `/metrics` reads.
@@ -377,6 +389,7 @@ struct Shared {
     fanout: Fanout,
     status: Arc<Mutex<CameraStatus>>,
     counters: Arc<MediaCounters>,
+    stills: Arc<StillRequests>,
 }
 
 impl Shared {
@@ -625,10 +638,12 @@ impl Worker {
         let fanout = &self.shared.fanout;
         let mut last_keyframe: Option<Instant> = None;
         let mut encoder_errors = 0u32;
+        let stills = &self.shared.stills;
         loop {
             // Nobody watches: the source hands its buffer straight back, no
             // copy and no allocation (`tests/idle_capture.rs` counts them).
-            let frame = match source.next_frame_if(&mut || fanout.viewer_count() > 0) {
+            // A still request takes one frame, watched or not.
+            let frame = match source.next_frame_if(&mut || fanout.viewer_count() > 0 || stills.pending()) {
                 Ok(frame) => frame,
                 Err(e) => return Outcome::Failed(RestartCause::Error, e.to_string()),
             };
@@ -640,6 +655,12 @@ impl Worker {
                 s.last_frame = Some(Instant::now());
             });
             let Some(frame) = frame else { continue };
+            if stills.pending() {
+                stills.deliver(&frame);
+            }
+            if fanout.viewer_count() == 0 {
+                continue; // taken for a still only: the encoder stays idle
+            }
             let mut keyframe = fanout.take_keyframe_request();
             if keyframe && last_keyframe.is_some_and(|at| at.elapsed() < KEYFRAME_COALESCE) {
                 fanout.request_keyframe(); // keep it for a little later
