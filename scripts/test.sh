@@ -97,6 +97,9 @@ if ! skip browser; then
     # About 25 s: a viewer held to the base temporal layer decodes every frame it gets (issue 13).
     step "browser: a base-layer-only viewer decodes at half the frame rate, no freezes (Chromium)"
     browser_tests layers.test.mjs
+    # About 5 s: /metrics counters move and /snapshot.jpg decodes while Chromium watches (issue 15).
+    step "browser: /metrics and /snapshot.jpg while Chromium watches"
+    browser_tests metrics.test.mjs
 fi
 
 if ! skip lan; then

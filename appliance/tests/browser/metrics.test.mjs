@@ -1,0 +1,69 @@
+// /metrics and /snapshot.jpg while a real browser watches: the real lookout
+// binary streams its test pattern to Chromium; /metrics (fetched with the
+// room secret as a bearer token, parsed by the Prometheus project's
+// OpenMetrics parser through ../parse_metrics.py) shows one streaming page
+// viewer and the encoder's counters moving; a /snapshot.jpg decodes in
+// Chromium at the asked width while the stream plays.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { launchBrowser, openViewer, startLookout, waitForVideo } from './harness.mjs';
+
+const PARSER = new URL('../parse_metrics.py', import.meta.url).pathname;
+
+let browser;
+let lookout;
+
+before(async () => {
+  browser = await launchBrowser();
+  lookout = await startLookout({ args: ['--resolution', '640x480', '--fps', '30'] });
+});
+
+after(async () => {
+  await browser?.close();
+  await lookout?.stop();
+});
+
+/** Scrapes /metrics from the page; returns sample values keyed `name{labels}`. */
+async function scrape(page, secret) {
+  const text = await page.evaluate(async (token) => {
+    const response = await fetch('/metrics', { headers: { Authorization: `Bearer ${token}` } });
+    if (response.status !== 200) throw new Error(`/metrics answered ${response.status}`);
+    return response.text();
+  }, secret);
+  const parsed = JSON.parse(execFileSync('/usr/bin/python3', [PARSER], { input: text }));
+  const samples = {};
+  for (const [name, labels, value] of parsed.samples) {
+    const keys = Object.keys(labels).sort().map((k) => `${k}="${labels[k]}"`);
+    samples[keys.length ? `${name}{${keys.join(',')}}` : name] = value;
+  }
+  return samples;
+}
+
+test('while Chromium watches, /metrics counts one streaming page viewer and the encoder moves', async () => {
+  const page = await openViewer(browser, lookout.url());
+  await waitForVideo(page, { width: 640, height: 480 });
+  const first = await scrape(page, lookout.secret);
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const second = await scrape(page, lookout.secret);
+  console.log(`in 2 s: ${second.lookout_frames_encoded_total - first.lookout_frames_encoded_total} frames, `
+    + `${second.lookout_encoded_bytes_total - first.lookout_encoded_bytes_total} bytes encoded`);
+  assert.equal(second['lookout_viewers{transport="page"}'], 1);
+  assert.equal(second.lookout_viewers_streaming, 1);
+  assert.ok(second.lookout_frames_encoded_total >= first.lookout_frames_encoded_total + 30, 'about 60 frames in 2 s');
+  assert.ok(second.lookout_encoded_bytes_total > first.lookout_encoded_bytes_total);
+  assert.ok(second.lookout_encode_seconds_count > first.lookout_encode_seconds_count);
+  assert.ok(second['lookout_keyframes_total{cause="requested"}'] >= 1, 'the viewer started on an asked-for keyframe');
+  assert.ok(second.lookout_encoder_target_bits_per_second > 0);
+  assert.equal(second.lookout_camera_up, 1);
+
+  // A snapshot while the stream plays, decoded by Chromium's own JPEG decoder.
+  const size = await page.evaluate(async (token) => {
+    const response = await fetch('/snapshot.jpg?width=320', { headers: { Authorization: `Bearer ${token}` } });
+    const bitmap = await createImageBitmap(await response.blob());
+    return [response.status, response.headers.get('content-type'), bitmap.width, bitmap.height];
+  }, lookout.secret);
+  assert.deepEqual(size, [200, 'image/jpeg', 320, 240]);
+  assert.equal(await page.evaluate(() => window.lookout.phase), 'playing', 'the stream plays on');
+  await page.context().close();
+});
