@@ -16,6 +16,8 @@
 //! connection budget, with nothing in it that may make room, is 503.
 
 pub mod assets;
+mod bearer;
+mod exports;
 pub mod manifest;
 pub mod origin;
 pub mod redirect;
@@ -87,11 +89,11 @@ pub async fn handle(request: Request<Incoming>, state: Arc<AppState>, peer: Sock
         "/healthz" => get_only(&method, || healthz(&state)),
         "/api/info" => get_only(&method, || info(&state)),
         "/manifest.webmanifest" => get_only(&method, || web_app_manifest(&state)),
-        "/metrics" => get_only(&method, || metrics(&request, &state, peer)),
+        "/metrics" => get_only(&method, || exports::metrics(&request, &state, peer)),
         "/snapshot.jpg" if method == Method::GET || method == Method::HEAD => {
-            match refuse_without_bearer(&request, &state, peer) {
+            match bearer::refuse_without_bearer(&request, &state, peer) {
                 Some(refusal) => refusal,
-                None => still(&state, request.uri().query().map(str::to_owned)).await,
+                None => exports::still(&state, request.uri().query().map(str::to_owned)).await,
             }
         }
         "/snapshot.jpg" => method_not_allowed("GET, HEAD"),
@@ -182,131 +184,6 @@ fn info(state: &AppState) -> Response<Body> {
         "cameras": state.nearby.list(),
     });
     json(StatusCode::OK, &body)
-}
-
-/// `/metrics`: the room secret as a bearer token unless `--metrics-open`.
-fn metrics<B>(request: &Request<B>, state: &AppState, peer: SocketAddr) -> Response<Body> {
-    if !state.metrics_open {
-        if let Some(refusal) = refuse_without_bearer(request, state, peer) {
-            return refusal;
-        }
-    }
-    match crate::metrics::render(state) {
-        Ok(text) => {
-            let mut response = Response::new(Full::new(Bytes::from(text)));
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            add_security_headers(headers);
-            response
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics not encoded");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "metrics could not be encoded\n")
-        }
-    }
-}
-
-/// How long `/snapshot.jpg` waits for the camera's next frame.
-const STILL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// `/snapshot.jpg`: a JPEG of the next captured raw frame, scaled down to
-/// `?width=` (see `media::snapshot`); the encoder is not involved.
-async fn still(state: &AppState, query: Option<String>) -> Response<Body> {
-    use crate::media::snapshot::{encode_jpeg, StillError};
-    let Some(camera) = &state.camera else {
-        return text(StatusCode::NOT_FOUND, "this server has no camera\n");
-    };
-    let width = match query_width(query.as_deref()) {
-        Ok(width) => width,
-        Err(()) => {
-            return text(StatusCode::BAD_REQUEST, "width must be a number of pixels, e.g. ?width=640\n")
-        }
-    };
-    let Ok(Ok(frame)) = tokio::time::timeout(STILL_WAIT, camera.request_still()).await else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the camera delivered no frame in time; see /healthz\n",
-        );
-    };
-    match tokio::task::spawn_blocking(move || encode_jpeg(&frame, width)).await {
-        Ok(Ok(jpeg)) => {
-            let mut response = Response::new(Full::new(Bytes::from(jpeg)));
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            add_security_headers(headers);
-            response
-        }
-        Ok(Err(e @ StillError::Width { .. })) => {
-            let mut response = text(StatusCode::BAD_REQUEST, "");
-            *response.body_mut() = Full::new(Bytes::from(format!("{e}\n")));
-            response
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "snapshot not encoded");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot could not be encoded\n")
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "snapshot task failed");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "the snapshot could not be encoded\n")
-        }
-    }
-}
-
-/// `width=N` from a query string: `Ok(None)` without one, `Err` for a
-/// value that is not a number. Other parameters are ignored.
-fn query_width(query: Option<&str>) -> Result<Option<usize>, ()> {
-    let Some(value) =
-        query.into_iter().flat_map(|q| q.split('&')).find_map(|pair| pair.strip_prefix("width="))
-    else {
-        return Ok(None);
-    };
-    value.parse().map(Some).map_err(|_| ())
-}
-
-/// Checks `Authorization: Bearer <room secret>` with the signaling path's
-/// constant-time comparison and throttle: `None` lets the request through;
-/// the refusal is a 401 with `WWW-Authenticate: Bearer` (429 while the
-/// source must wait). The token is never logged.
-fn refuse_without_bearer<B>(
-    request: &Request<B>,
-    state: &AppState,
-    peer: SocketAddr,
-) -> Option<Response<Body>> {
-    use crate::signaling::hub::SecretRefusal;
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let challenge = |status, body: &'static str, error: &'static str| {
-        let mut response = text(status, body);
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(error));
-        response
-    };
-    let Some(token) = token else {
-        return Some(challenge(
-            StatusCode::UNAUTHORIZED,
-            "this endpoint needs Authorization: Bearer <room secret>\n",
-            "Bearer realm=\"lookout\"",
-        ));
-    };
-    match state.relay.check_bearer(peer.ip(), token) {
-        Ok(()) => None,
-        Err(SecretRefusal::Throttled) => Some(challenge(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many wrong tokens from this address; wait and try again\n",
-            "Bearer realm=\"lookout\", error=\"invalid_token\"",
-        )),
-        Err(SecretRefusal::Wrong | SecretRefusal::NoSecret) => Some(challenge(
-            StatusCode::UNAUTHORIZED,
-            "wrong token\n",
-            "Bearer realm=\"lookout\", error=\"invalid_token\"",
-        )),
-    }
 }
 
 fn web_app_manifest(state: &AppState) -> Response<Body> {
