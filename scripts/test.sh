@@ -4,7 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# step NAME: announces a stage, with the time since the start and the free disk
+# (a CI machine's disk can be small; a full one shows here first).
+step() {
+    printf '\n==> [%dm%02ds, %s free] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) \
+        "$(df -h --output=avail . | tail -1 | tr -d ' ')" "$*"
+}
 
 # Slow stages a contributor may skip locally, by name:
 #   LOOKOUT_SKIP="browser lan libcamera bitbake aarch64 fuzz" bash scripts/test.sh
@@ -75,6 +80,8 @@ cargo test --workspace --locked
 if ! skip fuzz; then
     step "fuzz targets, 20 s each (signaling message, Host header, identity file, Wi-Fi file)"
     bash scripts/fuzz.sh 20
+    # Its instrumented release build is not used again: on CI, give the disk back.
+    [ "${CI:-}" = "true" ] && rm -rf fuzz/target
 fi
 
 # Built above; the browser tests run the real binary.
@@ -117,3 +124,5 @@ if ! skip aarch64; then
     step "aarch64: cross-build with libcamera, unit and capture tests in an emulated arm64 machine, Chromium decodes its stream"
     bash scripts/aarch64.sh
 fi
+
+step "every stage passed"
