@@ -48,3 +48,4 @@ pub mod signaling;
 pub mod sources;
 pub mod tls;
 pub mod viewers;
+pub mod whep;

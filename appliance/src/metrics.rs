@@ -131,12 +131,15 @@ impl Collector for Scrape {
             "Signaling (WebSocket) clients connected now.",
             gauge_value(signaling.clients),
         )?;
-        // WHEP viewers get their own label when WHEP lands (issue 15 item 1).
+        // One count (crate::viewers), split by how the viewer came.
         out.labelled_gauge(
             "lookout_viewers",
             "Viewers holding a slot now, by transport.",
             "transport",
-            &[("page", gauge_value(signaling.viewers))],
+            &[
+                ("page", gauge_value(signaling.viewers.saturating_sub(signaling.whep_viewers))),
+                ("whep", gauge_value(signaling.whep_viewers)),
+            ],
         )?;
         let totals = self.log.totals();
         let refused: Vec<(&str, u64)> = totals.iter().map(|(event, n)| (event.label(), *n)).collect();

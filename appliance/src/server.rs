@@ -82,6 +82,16 @@ impl Server {
             // The one viewer count: the pipeline's encoder gate reads what the hub writes.
             viewers: camera.as_ref().map(StatusHandle::viewers).unwrap_or_default(),
         });
+        // WHEP viewers take the camera's fan-out and peer settings, as the
+        // camera peer's sessions do.
+        let whep = match (&camera, &settings.media) {
+            (Some(camera), Some(media)) => Some(crate::whep::WhepSessions::new(
+                relay.clone(),
+                camera.fanout().clone(),
+                media.peer.clone(),
+            )),
+            _ => None,
+        };
         let info = DeviceInfo {
             name: format!("Lookout {}", identity.device_id()),
             device_id: identity.device_id().to_string(),
@@ -115,6 +125,8 @@ impl Server {
                 log: log.clone(),
                 metrics_open: settings.metrics_open,
                 started: std::time::Instant::now(),
+                whep,
+                whep_allow_origins: settings.whep_allow_origins.clone(),
             }),
             handshake_timeout: settings.handshake_timeout,
             hostname: format!("{}.local", identity.hostname()),

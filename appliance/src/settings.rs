@@ -51,6 +51,8 @@ pub struct Settings {
     pub prefix_refresh: Duration,
     /// `/metrics` without a bearer token (`--metrics-open`).
     pub metrics_open: bool,
+    /// Foreign origins whose pages may use `/whep` (`--whep-allow-origin`).
+    pub whep_allow_origins: Vec<String>,
 }
 
 /// Camera, encoder and WebRTC settings.
@@ -104,6 +106,7 @@ impl Settings {
             mdns: false,
             prefix_refresh: Duration::from_secs(30),
             metrics_open: false,
+            whep_allow_origins: Vec::new(),
         }
     }
 }
@@ -276,11 +279,31 @@ pub struct Cli {
     #[arg(long)]
     pub metrics_open: bool,
 
+    /// A web page origin (`https://player.example:8443`) allowed to use
+    /// /whep from the browser (CORS). Repeatable. Without it only the
+    /// camera's own page and programs (which send no Origin) may.
+    #[arg(long, value_name = "ORIGIN", value_parser = parse_origin)]
+    pub whep_allow_origin: Vec<String>,
+
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `lookout=debug`.
     /// Precedence: --log, then LOOKOUT_LOG, then RUST_LOG, then `info`. The
     /// room secret is removed from the output whatever the filter.
     #[arg(long, env = "LOOKOUT_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+}
+
+/// An origin as browsers send it: `http://` or `https://` plus a host and
+/// an optional port, nothing after it (a trailing `/` is dropped).
+fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim().trim_end_matches('/');
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or("an origin starts with https:// or http://")?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', ' ', '*']) {
+        return Err("an origin is scheme://host[:port], with no path".into());
+    }
+    Ok(origin.to_ascii_lowercase())
 }
 
 /// True when systemd started us (it sets INVOCATION_ID for every unit).
@@ -353,6 +376,7 @@ impl Cli {
             mdns: !self.no_mdns,
             prefix_refresh: self.prefix_refresh,
             metrics_open: self.metrics_open,
+            whep_allow_origins: self.whep_allow_origin.clone(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! | `/signal`   | GET       | WebSocket upgrade (426 without one)      |
 //! | `/metrics`  | GET, HEAD | Prometheus text ([`crate::metrics`]); bearer token |
 //! | `/snapshot.jpg` | GET, HEAD | JPEG of the next raw frame (`?width=`); bearer token |
+//! | `/whep`, `/whep/<id>` | POST, DELETE, OPTIONS | WHEP playback ([`whep`]); bearer token |
 //!
 //! Anything else is 404; a known path with another method is 405. An upgrade
 //! from a foreign `Origin` is 403 (see [`origin`]); one beyond the signaling
@@ -21,6 +22,7 @@ mod exports;
 pub mod manifest;
 pub mod origin;
 pub mod redirect;
+mod whep;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +71,10 @@ pub struct AppState {
     pub metrics_open: bool,
     /// When the server started (`lookout_uptime_seconds`).
     pub started: std::time::Instant,
+    /// WHEP sessions, when the camera side runs.
+    pub whep: Option<crate::whep::WhepSessions>,
+    /// Foreign origins whose pages may use `/whep` (`--whep-allow-origin`).
+    pub whep_allow_origins: Vec<String>,
 }
 
 /// The content security policy of every page: only our own scripts, styles
@@ -84,6 +90,8 @@ pub async fn handle(request: Request<Incoming>, state: Arc<AppState>, peer: Sock
     let path = request.uri().path().to_owned();
     let method = request.method().clone();
     let response = match path.as_str() {
+        "/whep" => whep::handle(request, &state, peer).await,
+        p if p.starts_with("/whep/") => whep::handle(request, &state, peer).await,
         "/signal" if method == Method::GET => upgrade(request, state, peer),
         "/signal" => method_not_allowed("GET"),
         "/healthz" => get_only(&method, || healthz(&state)),

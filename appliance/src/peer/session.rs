@@ -2,6 +2,11 @@
 //! applies the viewer's answer and candidates, trickles its own, and feeds
 //! the track from the fan-out until the viewer leaves or the connection fails.
 //!
+//! A WHEP viewer ([`crate::whep`]) is the same session with the roles
+//! turned: the viewer's offer comes in, the camera answers once its own
+//! candidates are gathered (no trickle), and everything after that (the
+//! deadlines, the subscription on `connected`, the cleanup) is shared.
+//!
 //! Lifecycle: the answer must arrive within [`ANSWER_DEADLINE`] and the
 //! connection must reach `connected` within [`ICE_DEADLINE`], or the session
 //! ends. The viewer subscribes to the fan-out only once connected (so it is
@@ -21,8 +26,8 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidate, RTCIceConnectionState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSdpType,
+    RTCIceCandidate, RTCIceConnectionState, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSdpType, RTCSessionDescription,
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
 
@@ -42,6 +47,10 @@ pub enum SessionError {
     Engine(#[from] super::engine::EngineError),
     #[error("WebRTC: {0}")]
     WebRtc(String),
+    /// A WHEP viewer's offer could not be applied (its text is not repeated:
+    /// it may quote what the viewer sent).
+    #[error("the offer cannot be used: {0}")]
+    Offer(String),
 }
 
 fn webrtc_error(e: impl std::fmt::Display) -> SessionError {
@@ -56,6 +65,18 @@ pub const BENCH: &str = "lookout::bench";
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(15);
 /// Not connected within this long (from the offer) ends the session.
 pub const ICE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a WHEP answer waits for the camera's own candidates: host
+/// candidates take milliseconds; a STUN server that does not answer must
+/// not hold the HTTP request (the answer then has what was gathered).
+pub const GATHER_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Who makes the offer.
+enum Role {
+    /// The camera (the page's viewer, through the signaling room).
+    Offerer,
+    /// The viewer (WHEP): its offer is applied and answered.
+    Answerer(Box<RTCSessionDescription>),
+}
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +109,8 @@ pub struct ViewerSession {
 struct Handler {
     candidates: mpsc::UnboundedSender<RTCIceCandidate>,
     state: watch::Sender<RTCPeerConnectionState>,
+    /// Set once ICE gathering is complete (a WHEP answer waits for it).
+    gathered: watch::Sender<bool>,
 }
 
 #[async_trait::async_trait]
@@ -104,6 +127,10 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         self.state.send_replace(state);
     }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        self.gathered.send_replace(state == RTCIceGatheringState::Complete);
+    }
 }
 
 impl ViewerSession {
@@ -115,10 +142,48 @@ impl ViewerSession {
         send: SignalSink,
         events: mpsc::UnboundedSender<SessionEvent>,
     ) -> Result<ViewerSession, SessionError> {
+        let (session, _) = Self::start_as(Role::Offerer, viewer, settings, fanout, send, events).await?;
+        Ok(session)
+    }
+
+    /// The WHEP path: applies the viewer's `offer` (SDP), answers it with
+    /// the camera's candidates in it (gathering bounded by
+    /// [`GATHER_DEADLINE`]), and starts the same tasks as [`Self::start`].
+    /// Returns the session and the answer's SDP.
+    pub async fn answer(
+        viewer: ClientId,
+        settings: &PeerSettings,
+        fanout: &Fanout,
+        offer: String,
+        events: mpsc::UnboundedSender<SessionEvent>,
+    ) -> Result<(ViewerSession, String), SessionError> {
+        let offer = RTCSessionDescription::offer(offer).map_err(|e| SessionError::Offer(short(&e)))?;
+        // Nothing to trickle: the answer carries the candidates.
+        let send: SignalSink = Arc::new(|_| {});
+        let (session, answer) =
+            Self::start_as(Role::Answerer(Box::new(offer)), viewer, settings, fanout, send, events).await?;
+        match answer {
+            Some(answer) => Ok((session, answer)),
+            None => {
+                session.close().await;
+                Err(SessionError::WebRtc("no local description".into()))
+            }
+        }
+    }
+
+    async fn start_as(
+        role: Role,
+        viewer: ClientId,
+        settings: &PeerSettings,
+        fanout: &Fanout,
+        send: SignalSink,
+        events: mpsc::UnboundedSender<SessionEvent>,
+    ) -> Result<(ViewerSession, Option<String>), SessionError> {
         let engine = Engine::new(settings)?;
         let (candidate_tx, candidate_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
-        let handler = Arc::new(Handler { candidates: candidate_tx, state: state_tx });
+        let (gathered_tx, gathered_rx) = watch::channel(false);
+        let handler = Arc::new(Handler { candidates: candidate_tx, state: state_tx, gathered: gathered_tx });
         let ice_servers = settings
             .ice_servers
             .iter()
@@ -149,8 +214,9 @@ impl ViewerSession {
             estimate: engine.estimate,
             candidate_rx,
             state_rx,
+            gathered_rx,
         };
-        match setup.run().await {
+        match setup.run(role).await {
             Ok(session) => Ok(session),
             Err(e) => {
                 // Never leak a half-built connection.
@@ -188,11 +254,24 @@ struct Setup {
     estimate: super::engine::EstimateHandle,
     candidate_rx: mpsc::UnboundedReceiver<RTCIceCandidate>,
     state_rx: watch::Receiver<RTCPeerConnectionState>,
+    gathered_rx: watch::Receiver<bool>,
 }
 
 impl Setup {
-    async fn run(self) -> Result<ViewerSession, SessionError> {
-        let Setup { viewer, codec, pc, fanout, send, events, estimate, candidate_rx, state_rx } = self;
+    /// The session, and for [`Role::Answerer`] the answer's SDP.
+    async fn run(self, role: Role) -> Result<(ViewerSession, Option<String>), SessionError> {
+        let Setup {
+            viewer,
+            codec,
+            pc,
+            fanout,
+            send,
+            events,
+            estimate,
+            candidate_rx,
+            state_rx,
+            mut gathered_rx,
+        } = self;
 
         // One track per connection: a track binds to one connection only.
         let ssrc = rand::random::<u32>();
@@ -225,17 +304,45 @@ impl Setup {
             .map_err(webrtc_error)?
             .ok_or_else(|| SessionError::WebRtc("the transceiver has no sender".into()))?;
 
-        let offer = pc.create_offer(None).await.map_err(webrtc_error)?;
-        let mid = first_mid(&offer.sdp);
-        pc.set_local_description(offer.clone()).await.map_err(webrtc_error)?;
-        send(offer_for_browser(&offer).map_err(webrtc_error)?);
-        tracing::debug!(target: BENCH, %viewer, "bench: offer-sent");
+        // The send-only transceiver exists before a viewer's offer is
+        // applied, so the offer's video section binds to it (and the answer
+        // says `sendonly` to the viewer's `recvonly`).
+        let (mid, answer) = match role {
+            Role::Offerer => {
+                let offer = pc.create_offer(None).await.map_err(webrtc_error)?;
+                let mid = first_mid(&offer.sdp);
+                pc.set_local_description(offer.clone()).await.map_err(webrtc_error)?;
+                send(offer_for_browser(&offer).map_err(webrtc_error)?);
+                tracing::debug!(target: BENCH, %viewer, "bench: offer-sent");
+                (mid, None)
+            }
+            Role::Answerer(offer) => {
+                pc.set_remote_description(*offer).await.map_err(|e| SessionError::Offer(short(&e)))?;
+                let answer = pc.create_answer(None).await.map_err(|e| SessionError::Offer(short(&e)))?;
+                let mid = first_mid(&answer.sdp);
+                pc.set_local_description(answer).await.map_err(webrtc_error)?;
+                // (The watch's guard must not live across the awaits below.)
+                let gathered = tokio::time::timeout(GATHER_DEADLINE, gathered_rx.wait_for(|done| *done))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                if !gathered {
+                    tracing::debug!(%viewer, "ICE gathering not complete in time; answering with what there is");
+                }
+                let answer = pc
+                    .local_description()
+                    .await
+                    .ok_or_else(|| SessionError::WebRtc("no local description".into()))?;
+                (mid, Some(answer.sdp))
+            }
+        };
+        let remote_applied = answer.is_some();
 
         let (inputs, input_rx) = mpsc::unbounded_channel();
         tokio::spawn(signaling_task(
             viewer,
             pc.clone(),
             mid,
+            remote_applied,
             input_rx,
             candidate_rx,
             state_rx.clone(),
@@ -245,7 +352,7 @@ impl Setup {
         let keyframe_wanted = Arc::new(AtomicBool::new(false));
         tokio::spawn(keyframe_request_task(track.clone(), keyframe_wanted.clone()));
         tokio::spawn(media_task(viewer, video, sender, fanout, state_rx, estimate, events, keyframe_wanted));
-        Ok(ViewerSession { pc, inputs, send })
+        Ok((ViewerSession { pc, inputs, send }, answer))
     }
 }
 
@@ -286,6 +393,7 @@ async fn signaling_task(
     viewer: ClientId,
     pc: Arc<dyn PeerConnection>,
     mut mid: Option<String>,
+    remote_applied: bool,
     mut inputs: mpsc::UnboundedReceiver<ViewerSignal>,
     mut candidates: mpsc::UnboundedReceiver<RTCIceCandidate>,
     mut state: watch::Receiver<RTCPeerConnectionState>,
@@ -294,7 +402,9 @@ async fn signaling_task(
 ) {
     // Candidates may arrive before the answer; they wait for it.
     let mut early_candidates = Vec::new();
-    let mut have_answer = false;
+    // A WHEP viewer's offer is applied before the session starts: it is
+    // then as far as a page viewer whose answer arrived.
+    let mut have_answer = remote_applied;
     let mut connected_once = false;
     let mut unusable = Unusable::default();
     let mut last_restart: Option<tokio::time::Instant> = None;

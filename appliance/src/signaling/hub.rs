@@ -110,6 +110,9 @@ pub struct Hub {
     viewers: ViewerCount,
     /// The in-process camera client, which does not take a viewer's place.
     device: Option<ClientId>,
+    /// WHEP viewers (`crate::whep`): they take a slot of the one count
+    /// without being in the room.
+    whep: usize,
 }
 
 impl Hub {
@@ -126,6 +129,7 @@ impl Hub {
             log: config.log,
             viewers: config.viewers,
             device: None,
+            whep: 0,
         }
     }
 
@@ -332,6 +336,32 @@ impl Hub {
         effects
     }
 
+    /// Takes a viewer slot for a WHEP viewer, if one is free under
+    /// `--max-viewers` (the same count the room's viewers take). Only the
+    /// appliance room has viewers; open rooms refuse.
+    pub fn reserve_whep(&mut self) -> bool {
+        let RoomPolicy::Appliance { max_viewers, .. } = &self.policy else {
+            return false;
+        };
+        if self.viewer_count() >= *max_viewers {
+            return false;
+        }
+        self.whep += 1;
+        self.publish_viewers();
+        true
+    }
+
+    /// Gives back a slot taken by [`Hub::reserve_whep`].
+    pub fn release_whep(&mut self) {
+        self.whep = self.whep.saturating_sub(1);
+        self.publish_viewers();
+    }
+
+    /// WHEP viewers holding a slot now.
+    pub fn whep_count(&self) -> usize {
+        self.whep
+    }
+
     /// Whether `id` has joined a room.
     pub fn is_joined(&self, id: ClientId) -> bool {
         self.clients.get(&id).is_some_and(|c| matches!(c.state, ClientState::Joined(_)))
@@ -348,7 +378,8 @@ impl Hub {
             RoomPolicy::Appliance { secret, .. } => self
                 .rooms
                 .get(&Self::appliance_room_id(secret))
-                .map_or(0, |room| room.members.iter().filter(|m| Some(**m) != self.device).count()),
+                .map_or(0, |room| room.members.iter().filter(|m| Some(**m) != self.device).count())
+                .saturating_add(self.whep),
             RoomPolicy::Open { .. } => 0,
         }
     }
@@ -477,6 +508,24 @@ mod tests {
             totals.contains(&(NetEvent::WrongSecret, 1)) && totals.contains(&(NetEvent::ThrottledGuess, 2))
         );
         assert_eq!(open(2).check_secret(ip, bytes.as_bytes(), t0), Err(SecretRefusal::NoSecret));
+    }
+
+    #[test]
+    fn whep_viewers_take_slots_of_the_same_count() {
+        let mut hub = appliance(2);
+        assert!(disconnected(&connect_and_join(&mut hub, 1, &good_room())).is_empty());
+        assert!(hub.reserve_whep(), "one slot left");
+        assert_eq!((hub.viewer_count(), hub.whep_count()), (2, 1));
+        assert!(!hub.reserve_whep(), "full");
+        assert_eq!(
+            disconnected(&connect_and_join(&mut hub, 2, &good_room())),
+            [(id(2), ErrorCode::RoomFull)],
+            "a page viewer finds the camera full too"
+        );
+        hub.release_whep();
+        assert_eq!(hub.viewer_count(), 1);
+        assert!(hub.reserve_whep(), "the slot is free again");
+        assert!(!open(4).reserve_whep(), "open rooms have no camera");
     }
 
     #[test]

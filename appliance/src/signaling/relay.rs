@@ -64,8 +64,22 @@ pub struct Relay {
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct RelayStats {
     pub clients: usize,
+    /// All viewers (page and WHEP): the one count.
     pub viewers: usize,
+    /// Of those, WHEP viewers.
+    pub whep_viewers: usize,
     pub rooms: usize,
+}
+
+/// A viewer slot held by a WHEP session; dropping it gives the slot back.
+pub struct WhepSlot {
+    relay: Relay,
+}
+
+impl Drop for WhepSlot {
+    fn drop(&mut self) {
+        self.relay.lock().hub.release_whep();
+    }
 }
 
 impl Relay {
@@ -154,6 +168,12 @@ impl Relay {
         self.lock().hub.check_secret(ip.to_canonical(), bytes, Instant::now())
     }
 
+    /// A viewer slot for a WHEP viewer, or `None` when `--max-viewers` are
+    /// watching (see [`Hub::reserve_whep`]).
+    pub fn reserve_whep(&self) -> Option<WhepSlot> {
+        self.lock().hub.reserve_whep().then(|| WhepSlot { relay: self.clone() })
+    }
+
     /// Whether `client` has joined a room.
     pub fn is_joined(&self, client: ClientId) -> bool {
         self.lock().hub.is_joined(client)
@@ -164,6 +184,7 @@ impl Relay {
         RelayStats {
             clients: state.hub.client_count(),
             viewers: state.hub.viewer_count(),
+            whep_viewers: state.hub.whep_count(),
             rooms: state.hub.room_count(),
         }
     }
