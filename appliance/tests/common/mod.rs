@@ -78,7 +78,7 @@ impl TestServer {
 
     /// Sends one HTTP/1.1 request over a fresh TLS connection; returns the response.
     pub async fn request(&self, method: &str, path: &str, extra_headers: &str) -> HttpResponse {
-        send_request(self.tls().await, method, path, extra_headers).await
+        send_request(self.tls().await, method, path, extra_headers, b"").await
     }
 
     /// A signaling client that has read its `Hello`.
@@ -165,7 +165,23 @@ impl RemoteServer {
         let connector = tokio_rustls::TlsConnector::from(tls_client_config(&self.identity, vec![]));
         let name = ServerName::try_from("localhost").expect("server name");
         let tls = connector.connect(name, tcp).await.expect("TLS handshake");
-        send_request(tls, method, path, extra_headers).await
+        send_request(tls, method, path, extra_headers, b"").await
+    }
+
+    /// One request with a body (its `Content-Length` is added).
+    pub async fn request_with_body(
+        &self,
+        method: &str,
+        path: &str,
+        extra_headers: &str,
+        body: &[u8],
+    ) -> HttpResponse {
+        let tcp = TcpStream::connect(self.addr).await.expect("TCP connect");
+        let connector = tokio_rustls::TlsConnector::from(tls_client_config(&self.identity, vec![]));
+        let name = ServerName::try_from("localhost").expect("server name");
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        let headers = format!("{extra_headers}Content-Length: {}\r\n", body.len());
+        send_request(tls, method, path, &headers, body).await
     }
 }
 
@@ -175,10 +191,13 @@ async fn send_request(
     method: &str,
     path: &str,
     extra_headers: &str,
+    body: &[u8],
 ) -> HttpResponse {
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra_headers}\r\n");
-    tls.write_all(request.as_bytes()).await.expect("write request");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra_headers}\r\n")
+            .into_bytes();
+    request.extend_from_slice(body);
+    tls.write_all(&request).await.expect("write request");
     let mut raw = Vec::new();
     tokio::time::timeout(PROMPT, tls.read_to_end(&mut raw)).await.expect("response in time").ok();
     HttpResponse::parse(&raw)
