@@ -107,6 +107,9 @@ if ! skip browser; then
     # About 5 s: /metrics counters move and /snapshot.jpg decodes while Chromium watches (issue 15).
     step "browser: /metrics and /snapshot.jpg while Chromium watches"
     browser_tests metrics.test.mjs
+    # About 7 s: the whip-whep package's WHEPClient on another origin plays live frames (issue 15).
+    step "browser: WHEP with whip-whep on another origin (live frames, DELETE frees the slot, CORS)"
+    browser_tests whep.test.mjs
 fi
 
 if ! skip lan; then

@@ -16,8 +16,11 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use webrtc::peer_connection::RTCIceCandidateInit;
+
 use crate::media::fanout::Fanout;
 use crate::peer::session::{SessionError, SessionEvent, ViewerSession};
+use crate::peer::signal::ViewerSignal;
 use crate::peer::PeerSettings;
 use crate::signaling::relay::WhepSlot;
 use crate::signaling::{ClientId, Relay};
@@ -34,6 +37,45 @@ pub enum WhepError {
     Offer(String),
     #[error("the session could not be set up: {0}")]
     Failed(String),
+}
+
+/// Why a `PATCH` was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    #[error("no such session")]
+    NotFound,
+    #[error("If-Match does not match the session's ETag")]
+    PreconditionFailed,
+    #[error("ICE restarts are not supported")]
+    RestartUnsupported,
+}
+
+/// What the camera reads from an SDP fragment (RFC 8840): the ICE username
+/// fragment and the candidates, each with the `a=mid` it follows.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SdpFragment {
+    ufrag: Option<String>,
+    candidates: Vec<(Option<String>, String)>,
+}
+
+impl SdpFragment {
+    fn parse(text: &str) -> SdpFragment {
+        let mut fragment = SdpFragment::default();
+        let mut mid = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
+                // The first one: an offer repeats it per media section.
+                fragment.ufrag.get_or_insert_with(|| ufrag.to_owned());
+            } else if let Some(m) = line.strip_prefix("a=mid:") {
+                mid = Some(m.to_owned());
+            } else if let Some(candidate) = line.strip_prefix("a=") {
+                if candidate.starts_with("candidate:") {
+                    fragment.candidates.push((mid.clone(), candidate.to_owned()));
+                }
+            }
+        }
+        fragment
+    }
 }
 
 /// A created session, as the `201 Created` reports it.
@@ -71,6 +113,8 @@ struct State {
 
 struct Entry {
     viewer: ClientId,
+    /// The viewer's ICE username fragment, from its offer.
+    remote_ufrag: String,
     session: ViewerSession,
     etag: String,
     /// Dropped with the entry: the viewer slot is given back.
@@ -117,6 +161,7 @@ impl WhepSessions {
         let inner = &self.inner;
         let slot = inner.relay.reserve_whep().ok_or(WhepError::Full)?;
         let viewer = ClientId::random();
+        let remote_ufrag = SdpFragment::parse(&offer).ufrag.unwrap_or_default();
         lock(&inner.state).starting.insert(viewer, false);
         let started =
             ViewerSession::answer(viewer, &inner.settings, &inner.fanout, offer, inner.events.clone()).await;
@@ -126,7 +171,7 @@ impl WhepSessions {
             Err(SessionError::Offer(e)) => return Err(WhepError::Offer(e)),
             Err(e) => return Err(WhepError::Failed(e.to_string())),
         };
-        let entry = Entry { viewer, session, etag: random_hex(), _slot: slot };
+        let entry = Entry { viewer, remote_ufrag, session, etag: random_hex(), _slot: slot };
         if ended_early {
             close_in_background(entry);
             return Err(WhepError::Failed("the connection ended while it was set up".into()));
@@ -155,6 +200,35 @@ impl WhepSessions {
         lock(&self.inner.state).sessions.get(id).map(|e| e.etag.clone())
     }
 
+    /// Trickled candidates for session `id` (an `application/trickle-ice-sdpfrag`
+    /// `PATCH`). `if_match` is the request's `If-Match`, which must be the
+    /// session's tag or `*` when given.
+    pub fn trickle(&self, id: &str, if_match: Option<&str>, fragment: &str) -> Result<(), PatchError> {
+        let state = lock(&self.inner.state);
+        let entry = state.sessions.get(id).ok_or(PatchError::NotFound)?;
+        if let Some(tag) = if_match {
+            let tag = tag.trim();
+            if tag != "*" && tag.trim_matches('"') != entry.etag {
+                return Err(PatchError::PreconditionFailed);
+            }
+        }
+        let fragment = SdpFragment::parse(fragment);
+        if fragment.ufrag.as_deref().is_some_and(|ufrag| ufrag != entry.remote_ufrag) {
+            // An ICE restart (new credentials) is not supported.
+            return Err(PatchError::RestartUnsupported);
+        }
+        for (mid, candidate) in fragment.candidates {
+            entry.session.handle_signal(ViewerSignal::Candidate(RTCIceCandidateInit {
+                candidate,
+                sdp_mid: mid,
+                sdp_mline_index: None,
+                username_fragment: fragment.ufrag.clone(),
+                ..Default::default()
+            }));
+        }
+        Ok(())
+    }
+
     /// Sessions held now.
     pub fn len(&self) -> usize {
         lock(&self.inner.state).sessions.len()
@@ -178,5 +252,28 @@ fn close_in_background(entry: Entry) {
         runtime.spawn(async move {
             let _ = tokio::time::timeout(CLOSE_DEADLINE, session.close()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trickle_fragment_gives_its_ufrag_and_candidates_with_their_mid() {
+        let text = "a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\n\
+                    m=audio 9 RTP/AVP 0\r\na=mid:0\r\n\
+                    a=candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0\r\n\
+                    a=end-of-candidates\r\n";
+        let fragment = SdpFragment::parse(text);
+        assert_eq!(fragment.ufrag.as_deref(), Some("EsAw"));
+        assert_eq!(
+            fragment.candidates,
+            [(
+                Some("0".to_owned()),
+                "candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0".to_owned()
+            )]
+        );
+        assert_eq!(SdpFragment::parse("v=0\r\n"), SdpFragment::default());
     }
 }

@@ -5,6 +5,7 @@
 //! |----------------------------|------------------------------------------------|
 //! | `POST /whep` (SDP offer)   | 201, SDP answer, `Location`, `ETag`; 503 full  |
 //! | `DELETE /whep/<id>`        | 200; 404 for an unknown session                |
+//! | `PATCH /whep/<id>` (sdpfrag) | 204: trickled candidates; 412 wrong `If-Match` |
 //! | `OPTIONS` either           | 204 with `Allow` (and CORS preflight answers)  |
 //!
 //! Every `POST` and `DELETE` needs the room secret as a bearer token
@@ -30,7 +31,7 @@ use crate::whep::WhepError;
 const MAX_OFFER_BYTES: usize = 64 * 1024;
 
 const ALLOW_COLLECTION: &str = "POST, OPTIONS";
-const ALLOW_SESSION: &str = "DELETE, OPTIONS";
+const ALLOW_SESSION: &str = "PATCH, DELETE, OPTIONS";
 const TRICKLE_TYPE: &str = "application/trickle-ice-sdpfrag";
 
 /// Answers a request for `/whep` or `/whep/...`.
@@ -61,6 +62,8 @@ pub(super) async fn handle(request: Request<Incoming>, state: &AppState, peer: S
         post(request, state, peer).await
     } else if method == Method::DELETE && session.is_some() {
         delete(&request, state, peer, session.as_deref().unwrap_or_default())
+    } else if method == Method::PATCH && session.is_some() {
+        patch(request, state, peer, session.as_deref().unwrap_or_default()).await
     } else {
         method_not_allowed(allow)
     };
@@ -198,5 +201,46 @@ fn delete<B>(request: &Request<B>, state: &AppState, peer: SocketAddr, id: &str)
     match &state.whep {
         Some(whep) if whep.delete(id) => text(StatusCode::OK, "session ended\n"),
         _ => text(StatusCode::NOT_FOUND, "no such session\n"),
+    }
+}
+
+/// `PATCH /whep/<id>`: trickled candidates (RFC 8840 fragment) → 204.
+async fn patch(request: Request<Incoming>, state: &AppState, peer: SocketAddr, id: &str) -> Response<Body> {
+    use crate::whep::PatchError;
+    if let Some(refusal) = super::bearer::refuse_without_bearer(&request, state, peer) {
+        return refusal;
+    }
+    if !content_type_is(&request, TRICKLE_TYPE) {
+        let mut response =
+            text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "a PATCH must be application/trickle-ice-sdpfrag\n");
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("accept-patch"), HeaderValue::from_static(TRICKLE_TYPE));
+        return response;
+    }
+    let Some(whep) = &state.whep else {
+        return text(StatusCode::NOT_FOUND, "no such session\n");
+    };
+    let if_match = request.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = match Limited::new(request.into_body(), MAX_OFFER_BYTES).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "the fragment is too large or was cut off\n"),
+    };
+    let Ok(fragment) = std::str::from_utf8(&body) else {
+        return text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8\n");
+    };
+    match whep.trickle(id, if_match.as_deref(), fragment) {
+        Ok(()) => text(StatusCode::NO_CONTENT, ""),
+        Err(PatchError::NotFound) => text(StatusCode::NOT_FOUND, "no such session\n"),
+        Err(PatchError::PreconditionFailed) => {
+            text(StatusCode::PRECONDITION_FAILED, "If-Match does not match this session's ETag\n")
+        }
+        // RFC 9725: a session that cannot restart ICE answers 405... to the
+        // restart only; plain trickle keeps working.
+        Err(PatchError::RestartUnsupported) => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "ICE restarts are not supported yet\n");
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW_SESSION));
+            response
+        }
     }
 }
