@@ -44,6 +44,11 @@ apt_install build-essential pkg-config nasm chromium iproute2 util-linux \
 # The Prometheus project's OpenMetrics parser, for tests/metrics_endpoint.rs
 # (tests/parse_metrics.py runs it with Debian's /usr/bin/python3).
 apt_install python3 python3-prometheus-client
+# aiortc, the second WHEP client (tests/whep_aiortc.rs runs tests/whep/whep_client.py
+# with it), in a virtualenv made once and again only when its requirements change.
+# shellcheck source=lib/yocto-venv.sh
+. scripts/lib/yocto-venv.sh
+yocto_venv target/whep-venv appliance/tests/whep/requirements.txt
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 # playwright-core (the browser tests) needs Node.js 20 or newer; Debian 12's own is 18.
 node_major=$(node -p 'process.versions.node.split(".")[0]')
