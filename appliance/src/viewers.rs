@@ -3,9 +3,11 @@
 //! A viewer holds a slot from the moment it joins the camera's room until it
 //! leaves it (a `leave`, its WebSocket closing, or the hub dropping it; a
 //! killed browser's socket closes at once, a vanished one within the
-//! signaling keep-alive). The signaling hub is the only writer: it admits at
-//! most `--max-viewers` against this count and publishes it after every
-//! change of membership. Everything else reads the same number: the media
+//! signaling keep-alive). A WHEP viewer (`crate::whep`) holds one from its
+//! `POST` until its session ends (`DELETE`, or its connection ends); the hub
+//! keeps those slots too (`Hub::reserve_whep`). The signaling hub is the
+//! only writer: it admits at most `--max-viewers` page and WHEP viewers
+//! together against this count and publishes it after every change. Everything else reads the same number: the media
 //! worker encodes only while it is above zero, and `/api/info` reports it
 //! (`viewers`). How many viewers actually receive frames right now (their
 //! connection is up and subscribed to the fan-out) is a different figure,
