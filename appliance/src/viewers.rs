@@ -7,9 +7,9 @@
 //! `POST` until its session ends (`DELETE`, or its connection ends); the hub
 //! keeps those slots too (`Hub::reserve_whep`). The signaling hub is the
 //! only writer: it admits at most `--max-viewers` page and WHEP viewers
-//! together against this count and publishes it after every change. Everything else reads the same number: the media
-//! worker encodes only while it is above zero, and `/api/info` reports it
-//! (`viewers`). How many viewers actually receive frames right now (their
+//! together against this count and publishes it after every change.
+//! Everything else reads the same number: the media worker encodes only
+//! while it is above zero, and `/api/info` reports it (`viewers`). How many viewers actually receive frames right now (their
 //! connection is up and subscribed to the fan-out) is a different figure,
 //! reported as `camera.streaming`.
 
