@@ -2,8 +2,9 @@
 //! TLS: the room secret as a bearer token (401 with `WWW-Authenticate`
 //! without it), 415 for an offer that is not `application/sdp`, a session
 //! takes a slot of the one viewer count (`--max-viewers 1`: a second `POST`
-//! and a page viewer are refused), `DELETE` frees it, an unknown session is
-//! 404, `OPTIONS` says what is allowed, CORS only for listed origins, and a
+//! and a page viewer are refused), `PATCH` takes trickled candidates (and
+//! checks `If-Match`), `DELETE` frees it, an unknown session is 404,
+//! `OPTIONS` says what is allowed, CORS only for listed origins, and a
 //! session whose viewer never connects removes itself. The offer is a
 //! browser's (Chromium's form, receive-only H.264); that real clients get
 //! video is the browser stage's `whep.test.mjs` and the aiortc client's.
@@ -100,6 +101,8 @@ async fn whep_needs_the_secret_and_an_sdp_offer_and_says_what_is_allowed() {
     let options = server.request("OPTIONS", "/whep", "").await;
     assert_eq!(options.status, 204);
     assert_eq!(options.header("allow"), Some("POST, OPTIONS"));
+    let session_options = server.request("OPTIONS", &format!("/whep/{}", "ab".repeat(16)), "").await;
+    assert_eq!(session_options.header("allow"), Some("PATCH, DELETE, OPTIONS"));
     assert_eq!(options.header("accept-patch"), Some("application/trickle-ice-sdpfrag"));
     let unknown = server.request("DELETE", &format!("/whep/{}", "ab".repeat(16)), &bearer(&server)).await;
     assert_eq!(unknown.status, 404);
@@ -145,6 +148,44 @@ async fn a_whep_session_holds_a_viewer_slot_until_deleted_or_dead() {
         "non-trickle: {answer}"
     );
     assert_eq!(viewers(&server).await, 1);
+
+    // PATCH: trickled candidates (204), only with the session's tag.
+    let etag = created.header("etag").unwrap_or_default().to_owned();
+    let trickle =
+        "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\nm=video 9 UDP/TLS/RTP/SAVPF 0\r\n\
+                   a=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 9 typ host\r\na=end-of-candidates\r\n";
+    let frag = "Content-Type: application/trickle-ice-sdpfrag\r\n";
+    let patched = server
+        .request_with_body(
+            "PATCH",
+            &location,
+            &format!("{frag}If-Match: {etag}\r\n{}", bearer(&server)),
+            trickle.as_bytes(),
+        )
+        .await;
+    assert_eq!(patched.status, 204, "{}", patched.text());
+    let stale = server
+        .request_with_body(
+            "PATCH",
+            &location,
+            &format!("{frag}If-Match: \"0\"\r\n{}", bearer(&server)),
+            trickle.as_bytes(),
+        )
+        .await;
+    assert_eq!(stale.status, 412);
+    let untyped = server.request_with_body("PATCH", &location, &bearer(&server), trickle.as_bytes()).await;
+    assert_eq!(untyped.status, 415);
+    let unknown = server
+        .request_with_body(
+            "PATCH",
+            &format!("/whep/{}", "cd".repeat(16)),
+            &format!("{frag}{}", bearer(&server)),
+            trickle.as_bytes(),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    let anonymous = server.request_with_body("PATCH", &location, frag, trickle.as_bytes()).await;
+    assert_eq!(anonymous.status, 401);
 
     // Full: another WHEP viewer and a page viewer are refused.
     let full = post_offer(&server, &headers).await;

@@ -5,7 +5,7 @@
 //! |----------------------------|------------------------------------------------|
 //! | `POST /whep` (SDP offer)   | 201, SDP answer, `Location`, `ETag`; 503 full  |
 //! | `DELETE /whep/<id>`        | 200; 404 for an unknown session                |
-//! | `PATCH /whep/<id>` (sdpfrag) | 204: trickled candidates; 412 wrong `If-Match` |
+//! | `PATCH /whep/<id>` (sdpfrag) | 204: trickled candidates; 200 + fragment: ICE restart; 412 wrong `If-Match` |
 //! | `OPTIONS` either           | 204 with `Allow` (and CORS preflight answers)  |
 //!
 //! Every `POST` and `DELETE` needs the room secret as a bearer token
@@ -206,7 +206,7 @@ fn delete<B>(request: &Request<B>, state: &AppState, peer: SocketAddr, id: &str)
 
 /// `PATCH /whep/<id>`: trickled candidates (RFC 8840 fragment) → 204.
 async fn patch(request: Request<Incoming>, state: &AppState, peer: SocketAddr, id: &str) -> Response<Body> {
-    use crate::whep::PatchError;
+    use crate::whep::{PatchError, Patched};
     if let Some(refusal) = super::bearer::refuse_without_bearer(&request, state, peer) {
         return refusal;
     }
@@ -229,18 +229,29 @@ async fn patch(request: Request<Incoming>, state: &AppState, peer: SocketAddr, i
     let Ok(fragment) = std::str::from_utf8(&body) else {
         return text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8\n");
     };
-    match whep.trickle(id, if_match.as_deref(), fragment) {
-        Ok(()) => text(StatusCode::NO_CONTENT, ""),
+    match whep.patch(id, if_match.as_deref(), fragment).await {
+        Ok(Patched::Trickled) => text(StatusCode::NO_CONTENT, ""),
+        Ok(Patched::Restarted { etag, fragment }) => {
+            let mut response = Response::new(Full::new(Bytes::from(fragment)));
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TRICKLE_TYPE));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{etag}\"")) {
+                headers.insert(header::ETAG, etag);
+            }
+            add_security_headers(headers);
+            response
+        }
         Err(PatchError::NotFound) => text(StatusCode::NOT_FOUND, "no such session\n"),
         Err(PatchError::PreconditionFailed) => {
             text(StatusCode::PRECONDITION_FAILED, "If-Match does not match this session's ETag\n")
         }
-        // RFC 9725: a session that cannot restart ICE answers 405... to the
-        // restart only; plain trickle keeps working.
-        Err(PatchError::RestartUnsupported) => {
-            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "ICE restarts are not supported yet\n");
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW_SESSION));
-            response
+        Err(PatchError::Incomplete) => {
+            text(StatusCode::BAD_REQUEST, "an ICE restart needs both a=ice-ufrag and a=ice-pwd\n")
+        }
+        Err(e @ PatchError::RestartFailed(_)) => {
+            tracing::warn!(%peer, error = %e, "WHEP ICE restart failed");
+            text(StatusCode::BAD_REQUEST, "the ICE restart could not be applied\n")
         }
     }
 }

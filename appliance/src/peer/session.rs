@@ -101,16 +101,41 @@ pub enum SessionEvent {
 /// A running session. Dropping it does not close the connection: call
 /// [`ViewerSession::close`].
 pub struct ViewerSession {
+    viewer: ClientId,
     pc: Arc<dyn PeerConnection>,
     inputs: mpsc::UnboundedSender<ViewerSignal>,
     send: SignalSink,
+    /// ICE gathering completions (see [`Handler`]).
+    gathered: watch::Receiver<u32>,
+}
+
+/// The local description once ICE gathering has completed more than
+/// `done_before` times, or after [`GATHER_DEADLINE`] with what there is.
+async fn gathered_answer(
+    viewer: ClientId,
+    pc: &dyn PeerConnection,
+    mut gathered: watch::Receiver<u32>,
+    done_before: u32,
+) -> Result<String, SessionError> {
+    // (The watch's guard must not live across the await below.)
+    let complete = tokio::time::timeout(GATHER_DEADLINE, gathered.wait_for(|n| *n > done_before))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !complete {
+        tracing::debug!(%viewer, "ICE gathering not complete in time; answering with what there is");
+    }
+    pc.local_description()
+        .await
+        .map(|description| description.sdp)
+        .ok_or_else(|| SessionError::WebRtc("no local description".into()))
 }
 
 struct Handler {
     candidates: mpsc::UnboundedSender<RTCIceCandidate>,
     state: watch::Sender<RTCPeerConnectionState>,
-    /// Set once ICE gathering is complete (a WHEP answer waits for it).
-    gathered: watch::Sender<bool>,
+    /// How many times ICE gathering has completed (a WHEP answer waits for
+    /// the next completion: the first, or the one after an ICE restart).
+    gathered: watch::Sender<u32>,
 }
 
 #[async_trait::async_trait]
@@ -129,7 +154,9 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        self.gathered.send_replace(state == RTCIceGatheringState::Complete);
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_modify(|n| *n += 1);
+        }
     }
 }
 
@@ -182,7 +209,7 @@ impl ViewerSession {
         let engine = Engine::new(settings)?;
         let (candidate_tx, candidate_rx) = mpsc::unbounded_channel();
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
-        let (gathered_tx, gathered_rx) = watch::channel(false);
+        let (gathered_tx, gathered_rx) = watch::channel(0u32);
         let handler = Arc::new(Handler { candidates: candidate_tx, state: state_tx, gathered: gathered_tx });
         let ice_servers = settings
             .ice_servers
@@ -226,6 +253,20 @@ impl ViewerSession {
         }
     }
 
+    /// A WHEP viewer's ICE restart: `offer` is its first offer with new ICE
+    /// credentials. The camera restarts ICE as the answerer (new credentials
+    /// of its own, new candidates) on the same connection, so the session,
+    /// its track and its slot carry on. Returns the new answer, candidates in.
+    pub async fn restart_as_answerer(&self, offer: String) -> Result<String, SessionError> {
+        let offer = RTCSessionDescription::offer(offer).map_err(|e| SessionError::Offer(short(&e)))?;
+        let done_before = *self.gathered.borrow();
+        self.pc.set_remote_description(offer).await.map_err(|e| SessionError::Offer(short(&e)))?;
+        let answer = self.pc.create_answer(None).await.map_err(|e| SessionError::Offer(short(&e)))?;
+        self.pc.set_local_description(answer).await.map_err(webrtc_error)?;
+        tracing::info!(viewer = %self.viewer, "ICE restarted at the viewer's request");
+        gathered_answer(self.viewer, self.pc.as_ref(), self.gathered.clone(), done_before).await
+    }
+
     /// A signal from the viewer.
     pub fn handle_signal(&self, signal: ViewerSignal) {
         let _ = self.inputs.send(signal);
@@ -237,7 +278,7 @@ impl ViewerSession {
     }
 
     /// Ends the connection; the session's tasks end with it.
-    pub async fn close(self) {
+    pub async fn close(&self) {
         let _ = self.pc.close().await;
     }
 }
@@ -254,24 +295,14 @@ struct Setup {
     estimate: super::engine::EstimateHandle,
     candidate_rx: mpsc::UnboundedReceiver<RTCIceCandidate>,
     state_rx: watch::Receiver<RTCPeerConnectionState>,
-    gathered_rx: watch::Receiver<bool>,
+    gathered_rx: watch::Receiver<u32>,
 }
 
 impl Setup {
     /// The session, and for [`Role::Answerer`] the answer's SDP.
     async fn run(self, role: Role) -> Result<(ViewerSession, Option<String>), SessionError> {
-        let Setup {
-            viewer,
-            codec,
-            pc,
-            fanout,
-            send,
-            events,
-            estimate,
-            candidate_rx,
-            state_rx,
-            mut gathered_rx,
-        } = self;
+        let Setup { viewer, codec, pc, fanout, send, events, estimate, candidate_rx, state_rx, gathered_rx } =
+            self;
 
         // One track per connection: a track binds to one connection only.
         let ssrc = rand::random::<u32>();
@@ -321,18 +352,8 @@ impl Setup {
                 let answer = pc.create_answer(None).await.map_err(|e| SessionError::Offer(short(&e)))?;
                 let mid = first_mid(&answer.sdp);
                 pc.set_local_description(answer).await.map_err(webrtc_error)?;
-                // (The watch's guard must not live across the awaits below.)
-                let gathered = tokio::time::timeout(GATHER_DEADLINE, gathered_rx.wait_for(|done| *done))
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-                if !gathered {
-                    tracing::debug!(%viewer, "ICE gathering not complete in time; answering with what there is");
-                }
-                let answer = pc
-                    .local_description()
-                    .await
-                    .ok_or_else(|| SessionError::WebRtc("no local description".into()))?;
-                (mid, Some(answer.sdp))
+                let answer = gathered_answer(viewer, pc.as_ref(), gathered_rx.clone(), 0).await?;
+                (mid, Some(answer))
             }
         };
         let remote_applied = answer.is_some();
@@ -352,7 +373,7 @@ impl Setup {
         let keyframe_wanted = Arc::new(AtomicBool::new(false));
         tokio::spawn(keyframe_request_task(track.clone(), keyframe_wanted.clone()));
         tokio::spawn(media_task(viewer, video, sender, fanout, state_rx, estimate, events, keyframe_wanted));
-        Ok((ViewerSession { pc, inputs, send }, answer))
+        Ok((ViewerSession { viewer, pc, inputs, send, gathered: gathered_rx }, answer))
     }
 }
 

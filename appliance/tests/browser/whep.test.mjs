@@ -3,7 +3,8 @@
 // page served from another loopback origin that knows nothing of Lookout's
 // viewer. The camera lets that origin in with --whep-allow-origin; the page
 // plays the real binary's test pattern, and the timestamp strip read from
-// presented frames advances with the clock. Stopping the client (its
+// presented frames advances with the clock. An ICE restart (the client's
+// PATCH) keeps the session and the stream. Stopping the client (its
 // DELETE) frees the viewer slot. A page from an origin not listed is
 // refused by CORS before its token is checked.
 import assert from 'node:assert/strict';
@@ -94,6 +95,26 @@ test('whip-whep in Chromium on another origin plays live frames; stopping it fre
   assert.equal(watching.viewers, 1);
   assert.equal(watching.signaling.whep_viewers, 1);
   assert.equal(watching.camera.streaming, 1, 'the WHEP viewer is subscribed to the fan-out');
+
+  // An ICE restart through the client's own PATCH (new credentials both
+  // ways): the session and its slot are kept, and the stream goes on.
+  const ufrag = () => page.evaluate(() => /a=ice-ufrag:(.*)\r\n/.exec(window.player.pc.remoteDescription.sdp)[1]);
+  const before = await ufrag();
+  const restartedAt = Date.now();
+  await page.evaluate(() => window.player.client.restart());
+  await page.waitForFunction(() => window.player.client.restartIce === null
+    && window.player.pc.connectionState === 'connected', null, { timeout: 10000, polling: 50 });
+  const after = await ufrag();
+  assert.notEqual(after, before, 'the camera answered the restart with new ICE credentials');
+  assert.equal(await page.evaluate(() => window.player.client.resourceURL.pathname), location, 'the same session');
+  const [captured3, seen3] = await readStrip(page);
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const [captured4, seen4] = await readStrip(page);
+  console.log(`ICE restart: connected again ${Date.now() - restartedAt} ms after restart(); `
+    + `strip ${captured4 - captured3} ms apart over ${seen4 - seen3} ms; latency ${seen4 - captured4} ms`);
+  assert.ok(captured4 - captured3 >= 700 && seen4 - captured4 < 1000, 'live frames after the restart');
+  const restarted = await cameraInfo(context);
+  assert.equal(restarted.viewers, 1, 'the restart kept the one slot');
 
   await page.evaluate(() => window.player.client.stop());
   const deadline = Date.now() + 5000;
