@@ -1,9 +1,10 @@
 //! The WHEP endpoint (`/whep`) through the real `lookout` binary over real
 //! TLS: the room secret as a bearer token (401 with `WWW-Authenticate`
-//! without it), 415 for an offer that is not `application/sdp`, a session
-//! takes a slot of the one viewer count (`--max-viewers 1`: a second `POST`
-//! and a page viewer are refused), `PATCH` takes trickled candidates (and
-//! checks `If-Match`), `DELETE` frees it, an unknown session is 404,
+//! without it), 415 for an offer that is not `application/sdp`, 413 over
+//! 64 KiB, 400 for an offer the camera cannot use; a session takes a slot
+//! of the one viewer count (`--max-viewers 1`: a second `POST` and a page
+//! viewer are refused), `PATCH` takes trickled candidates (and checks
+//! `If-Match`), `DELETE` frees the slot, an unknown session is 404,
 //! `OPTIONS` says what is allowed, CORS only for listed origins, and a
 //! session whose viewer never connects removes itself. The offer is a
 //! browser's (Chromium's form, receive-only H.264); that real clients get
@@ -97,6 +98,13 @@ async fn whep_needs_the_secret_and_an_sdp_offer_and_says_what_is_allowed() {
     assert_eq!(text.status, 415);
     let untyped = post_offer(&server, &bearer(&server)).await;
     assert_eq!(untyped.status, 415);
+    let huge = vec![b'a'; 70 * 1024];
+    let too_large =
+        server.request_with_body("POST", "/whep", &format!("{sdp}{}", bearer(&server)), &huge).await;
+    assert_eq!(too_large.status, 413);
+    let garbage =
+        server.request_with_body("POST", "/whep", &format!("{sdp}{}", bearer(&server)), b"v=0\r\n").await;
+    assert_eq!(garbage.status, 400, "{}", garbage.text());
 
     let options = server.request("OPTIONS", "/whep", "").await;
     assert_eq!(options.status, 204);

@@ -29,6 +29,18 @@ use crate::whep::WhepError;
 
 /// The largest offer accepted (a browser's offer with every codec is ~6 kB).
 const MAX_OFFER_BYTES: usize = 64 * 1024;
+/// How long a body may take to arrive (a client that stalls mid-offer must
+/// not keep its connection's handler waiting).
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The request's body, at most [`MAX_OFFER_BYTES`], within [`BODY_DEADLINE`].
+async fn read_body(body: Incoming) -> Option<Bytes> {
+    let collected = tokio::time::timeout(BODY_DEADLINE, Limited::new(body, MAX_OFFER_BYTES).collect()).await;
+    match collected {
+        Ok(Ok(body)) => Some(body.to_bytes()),
+        _ => None,
+    }
+}
 
 const ALLOW_COLLECTION: &str = "POST, OPTIONS";
 const ALLOW_SESSION: &str = "PATCH, DELETE, OPTIONS";
@@ -149,9 +161,8 @@ async fn post(request: Request<Incoming>, state: &AppState, peer: SocketAddr) ->
     let Some(whep) = &state.whep else {
         return text(StatusCode::NOT_FOUND, "this server has no camera\n");
     };
-    let body = match Limited::new(request.into_body(), MAX_OFFER_BYTES).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "the offer is too large or was cut off\n"),
+    let Some(body) = read_body(request.into_body()).await else {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "the offer is too large, too slow or was cut off\n");
     };
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8\n");
@@ -222,9 +233,8 @@ async fn patch(request: Request<Incoming>, state: &AppState, peer: SocketAddr, i
         return text(StatusCode::NOT_FOUND, "no such session\n");
     };
     let if_match = request.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = match Limited::new(request.into_body(), MAX_OFFER_BYTES).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "the fragment is too large or was cut off\n"),
+    let Some(body) = read_body(request.into_body()).await else {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "the fragment is too large, too slow or was cut off\n");
     };
     let Ok(fragment) = std::str::from_utf8(&body) else {
         return text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8\n");
