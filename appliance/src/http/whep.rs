@@ -167,7 +167,14 @@ async fn post(request: Request<Incoming>, state: &AppState, peer: SocketAddr) ->
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "the offer is not UTF-8\n");
     };
-    match whep.create(offer).await {
+    // In its own task: a client that hangs up while the camera gathers its
+    // candidates cancels this handler, and must not cancel a half-built
+    // connection with it (one that is built and never used ends by itself).
+    let whep = whep.clone();
+    let created = tokio::spawn(async move { whep.create(offer).await })
+        .await
+        .unwrap_or_else(|e| Err(WhepError::Failed(e.to_string())));
+    match created {
         Ok(created) => {
             let mut response = Response::new(Full::new(Bytes::from(created.answer)));
             *response.status_mut() = StatusCode::CREATED;
@@ -239,7 +246,13 @@ async fn patch(request: Request<Incoming>, state: &AppState, peer: SocketAddr, i
     let Ok(fragment) = std::str::from_utf8(&body) else {
         return text(StatusCode::BAD_REQUEST, "the fragment is not UTF-8\n");
     };
-    match whep.patch(id, if_match.as_deref(), fragment).await {
+    // In its own task, as for POST: a restart half-applied must still be
+    // recorded when the client hangs up.
+    let (whep, id, fragment) = (whep.clone(), id.to_owned(), fragment.to_owned());
+    let patched = tokio::spawn(async move { whep.patch(&id, if_match.as_deref(), &fragment).await })
+        .await
+        .unwrap_or_else(|e| Err(PatchError::RestartFailed(e.to_string())));
+    match patched {
         Ok(Patched::Trickled) => text(StatusCode::NO_CONTENT, ""),
         Ok(Patched::Restarted { etag, fragment }) => {
             let mut response = Response::new(Full::new(Bytes::from(fragment)));
