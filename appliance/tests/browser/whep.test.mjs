@@ -95,6 +95,13 @@ test('whip-whep in Chromium on another origin plays live frames; stopping it fre
   assert.equal(watching.viewers, 1);
   assert.equal(watching.signaling.whep_viewers, 1);
   assert.equal(watching.camera.streaming, 1, 'the WHEP viewer is subscribed to the fan-out');
+  const own = await context.newPage();
+  await own.goto(lookout.url(''));
+  const metrics = await own.evaluate(async (token) => (await fetch('/metrics', {
+    headers: { Authorization: `Bearer ${token}` } })).text(), lookout.secret);
+  await own.close();
+  assert.match(metrics, /^lookout_viewers\{transport="whep"\} 1$/m);
+  assert.match(metrics, /^lookout_viewers\{transport="page"\} 0$/m);
 
   // An ICE restart through the client's own PATCH (new credentials both
   // ways): the session and its slot are kept, and the stream goes on.
