@@ -469,6 +469,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn whep_origins_are_scheme_host_and_port_only() {
+        assert_eq!(parse_origin("https://Dashboard.lan:8443/").as_deref(), Ok("https://dashboard.lan:8443"));
+        assert_eq!(parse_origin("http://127.0.0.1:8080").as_deref(), Ok("http://127.0.0.1:8080"));
+        for bad in
+            ["*", "dashboard.lan", "https://", "https://a/b", "ftp://a", "https://*.lan", "https://u@a"]
+        {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn flags_reach_the_settings() {
         let cli = Cli::parse_from([
             "lookout",
