@@ -115,6 +115,7 @@ impl Server {
                 log: log.clone(),
                 metrics_open: settings.metrics_open,
                 started: std::time::Instant::now(),
+                settings_file: settings.settings_file.clone(),
             }),
             handshake_timeout: settings.handshake_timeout,
             hostname: format!("{}.local", identity.hostname()),

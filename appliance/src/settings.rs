@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::limits::RateLimit;
-use crate::media::encoder::{default_encoder_threads, EncoderSettings};
+use crate::media::encoder::{
+    default_encoder_threads, EncoderSettings, DEFAULT_BITRATE, DEFAULT_MAX_BITRATE, DEFAULT_MIN_BITRATE,
+};
 use crate::media::h264_level::H264Level;
 use crate::media::pipeline::SourceChoice;
 use crate::media::source::CaptureFormat;
@@ -51,6 +53,17 @@ pub struct Settings {
     pub prefix_refresh: Duration,
     /// `/metrics` without a bearer token (`--metrics-open`).
     pub metrics_open: bool,
+    /// The settings file read and what was wrong in it (for `/api/info`).
+    pub settings_file: SettingsFileReport,
+}
+
+/// The settings file as `/api/info` reports it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SettingsFileReport {
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+    /// Keys left out (their defaults used) or the whole file ignored.
+    pub problems: Vec<crate::settings_file::SettingsProblem>,
 }
 
 /// Camera, encoder and WebRTC settings.
@@ -104,6 +117,7 @@ impl Settings {
             mdns: false,
             prefix_refresh: Duration::from_secs(30),
             metrics_open: false,
+            settings_file: SettingsFileReport::default(),
         }
     }
 }
@@ -212,13 +226,15 @@ pub struct Cli {
 
     /// Starting video bitrate in kbit/s; the bandwidth estimate moves it
     /// between --min-bitrate and --max-bitrate.
-    #[arg(long, default_value_t = 2500, value_name = "KBPS")]
+    #[arg(long, default_value_t = DEFAULT_BITRATE / 1000, value_name = "KBPS")]
     pub bitrate: u32,
 
-    #[arg(long, default_value_t = 300, value_name = "KBPS")]
+    /// Lowest video bitrate in kbit/s.
+    #[arg(long, default_value_t = DEFAULT_MIN_BITRATE / 1000, value_name = "KBPS")]
     pub min_bitrate: u32,
 
-    #[arg(long, default_value_t = 6000, value_name = "KBPS")]
+    /// Highest video bitrate in kbit/s.
+    #[arg(long, default_value_t = DEFAULT_MAX_BITRATE / 1000, value_name = "KBPS")]
     pub max_bitrate: u32,
 
     /// H.264 encoder threads (openh264 slices encoded in parallel).
@@ -281,6 +297,54 @@ pub struct Cli {
     /// room secret is removed from the output whatever the filter.
     #[arg(long, env = "LOOKOUT_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Settings file (TOML; every option above under its long name, e.g.
+    /// `max-viewers = 6`). Default: settings.toml in --boot-identity-dir,
+    /// when there is one. Flags win over the file. See docs/settings.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the settings in effect (file and flags merged, as a settings
+    /// file saying where each value came from) and exit.
+    #[arg(long)]
+    pub show_settings: bool,
+}
+
+/// The command line with the settings file applied under it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub cli: Cli,
+    /// The settings file read, if any.
+    pub file: Option<PathBuf>,
+    /// What was wrong in it (left out, defaults used instead).
+    pub problems: Vec<crate::settings_file::SettingsProblem>,
+    /// The settings in effect, as `--show-settings` prints them.
+    pub effective: String,
+}
+
+impl Cli {
+    /// Parses `args` (program name first) and applies the settings file:
+    /// `--config FILE`, else `settings.toml` in `--boot-identity-dir` when it
+    /// exists. Only a bad command line is an error (clap's, to show the
+    /// person who typed it); a bad file is reported in [`Loaded::problems`].
+    pub fn load(args: Vec<std::ffi::OsString>) -> Result<Loaded, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches_from(&args)?;
+        let given = Cli::from_arg_matches(&matches)?;
+        let file = match &given.config {
+            Some(path) => Some(path.clone()),
+            None => {
+                Some(given.boot_identity_dir.join(crate::settings_file::FILE_NAME)).filter(|p| p.exists())
+            }
+        };
+        let Some(path) = file else {
+            let effective = crate::settings_file::render(&Cli::command(), &matches, &[]);
+            return Ok(Loaded { cli: given, file: None, problems: Vec::new(), effective });
+        };
+        let applied = crate::settings_file::apply_file::<Cli>(&args, &path, Cli::check)?;
+        let effective = crate::settings_file::render(&Cli::command(), &applied.matches, &applied.from_file);
+        Ok(Loaded { cli: applied.cli, file: Some(path), problems: applied.problems, effective })
+    }
 }
 
 /// True when systemd started us (it sets INVOCATION_ID for every unit).
@@ -353,6 +417,7 @@ impl Cli {
             mdns: !self.no_mdns,
             prefix_refresh: self.prefix_refresh,
             metrics_open: self.metrics_open,
+            settings_file: SettingsFileReport::default(),
         }
     }
 

@@ -69,6 +69,8 @@ pub struct AppState {
     pub metrics_open: bool,
     /// When the server started (`lookout_uptime_seconds`).
     pub started: std::time::Instant,
+    /// The settings file and its problems (`/api/info`, the viewer's notice).
+    pub settings_file: crate::settings::SettingsFileReport,
 }
 
 /// The content security policy of every page: only our own scripts, styles
@@ -182,6 +184,10 @@ fn info(state: &AppState) -> Response<Body> {
         "camera": state.camera.as_ref().map(|camera| camera.snapshot()),
         "camera_peer_in_room": state.camera.as_ref().map(|_| state.relay.device_in_room()),
         "cameras": state.nearby.list(),
+        // Which settings file was read, and what in it was left out (the
+        // camera then uses the defaults for those keys).
+        "settings_file": state.settings_file.file,
+        "settings_problems": state.settings_file.problems,
     });
     json(StatusCode::OK, &body)
 }
