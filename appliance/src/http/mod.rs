@@ -5,7 +5,7 @@
 //! |-------------|-----------|------------------------------------------|
 //! | `/`, assets | GET, HEAD | embedded files from `web-assets/`        |
 //! | `/healthz`  | GET, HEAD | `ok`, or 503 with a JSON reason          |
-//! | `/api/info` | GET, HEAD | JSON: device, version, fingerprint       |
+//! | `/api/info` | GET, HEAD | JSON: device, version, fingerprint, settings problems |
 //! | `/manifest.webmanifest` | GET, HEAD | web app manifest ([`manifest`]) |
 //! | `/signal`   | GET       | WebSocket upgrade (426 without one)      |
 //! | `/metrics`  | GET, HEAD | Prometheus text ([`crate::metrics`]); bearer token |
