@@ -341,9 +341,12 @@ impl Cli {
             let effective = crate::settings_file::render(&Cli::command(), &matches, &[]);
             return Ok(Loaded { cli: given, file: None, problems: Vec::new(), effective });
         };
-        let applied = crate::settings_file::apply_file::<Cli>(&args, &path, Cli::check)?;
+        let check =
+            |matches: &clap::ArgMatches| Cli::from_arg_matches(matches).map_err(|e| e.to_string())?.check();
+        let applied = crate::settings_file::apply_file(&Cli::command(), &args, &path, check)?;
+        let cli = Cli::from_arg_matches(&applied.matches)?;
         let effective = crate::settings_file::render(&Cli::command(), &applied.matches, &applied.from_file);
-        Ok(Loaded { cli: applied.cli, file: Some(path), problems: applied.problems, effective })
+        Ok(Loaded { cli, file: Some(path), problems: applied.problems, effective })
     }
 }
 
@@ -606,6 +609,24 @@ mod tests {
         assert!(error.contains("no H.264 level allows 4096x4096 at 30 fps"), "{error}");
         let no_camera = Cli::parse_from(["lookout", "--no-camera", "--resolution", "4096x4096"]);
         assert_eq!(no_camera.check(), Ok(()), "no camera, no stream");
+    }
+
+    /// `lookout-provision` checks settings files against this table; it
+    /// must list exactly `lookout`'s options. On a failure, regenerate it:
+    /// `LOOKOUT_WRITE_OPTIONS=1 cargo test -p lookout --lib options_table`.
+    #[test]
+    fn the_options_table_of_lookout_provision_matches_the_command_line() {
+        use clap::CommandFactory;
+        let table = crate::settings_file::options_table(&Cli::command());
+        if std::env::var_os("LOOKOUT_WRITE_OPTIONS").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../provisioning/src/appliance-options.txt");
+            std::fs::write(path, &table).unwrap();
+        }
+        assert_eq!(
+            crate::settings_file::APPLIANCE_OPTIONS,
+            table,
+            "provisioning/src/appliance-options.txt is stale"
+        );
     }
 
     #[test]
