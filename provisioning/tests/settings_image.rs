@@ -16,7 +16,8 @@ fn write_image_writes_a_good_settings_file_and_verify_sees_it() {
     let image = pi_image(dir.path(), "pi.img");
     let (folder, _) = identity(dir.path(), "ids");
     let settings = dir.path().join("settings.toml");
-    let text = "# shelf camera\nmax-viewers = 6\nresolution = \"1920x1080\"\nno-mdns = true\nwebrtc-bind = [\"::1\"]\n";
+    let text = "# shelf camera\nmax-viewers = 6\nresolution = \"1920x1080\"\nno-mdns = true\nwebrtc-bind = [\"::1\"]\n\
+                listen = \"[::]:443\"\njoin-timeout = \"20s\"\nmessage-rate = 7.5\n";
     std::fs::write(&settings, text).unwrap();
     let out = provision_ok([
         "write-image",
@@ -32,7 +33,7 @@ fn write_image_writes_a_good_settings_file_and_verify_sees_it() {
     assert!(!image.mtype_identity().is_empty(), "the identity is there too");
     image.fsck(dir.path());
     let verified = provision_ok(["verify", path_str(&image.path)]);
-    assert!(verified.contains("Settings:            lookout/settings.toml (5 lines)"), "{verified}");
+    assert!(verified.contains("Settings:            lookout/settings.toml (8 lines)"), "{verified}");
 
     // Written again with another file: replaced, not appended.
     std::fs::write(&settings, "max-viewers = 2\n").unwrap();
@@ -57,6 +58,10 @@ fn a_bad_settings_file_refuses_the_write_naming_file_line_and_key() {
         ("kind.toml", "# a switch\n\nno-mdns = \"yes\"\n", ":3: no-mdns: expected true or false"),
         ("list.toml", "max-viewers = [1, 2]\n", ":1: max-viewers: expected a string or a number, got a list"),
         ("syntax.toml", "fps = 25\nresolution = 1920x1080\n", ":2: not valid TOML"),
+        ("count.toml", "max-viewers = \"many\"\n", ":1: max-viewers: invalid value 'many'"),
+        ("negative.toml", "\nfps = -5\n", ":2: fps: invalid value '-5'"),
+        ("duration.toml", "join-timeout = \"soon\"\n", ":1: join-timeout: invalid value 'soon'"),
+        ("address.toml", "listen = \"443\"\n", ":1: listen: invalid value '443'"),
     ];
     for (name, text, expected) in cases {
         let file = dir.path().join(name);
