@@ -107,6 +107,9 @@ if ! skip browser; then
     # About 5 s: /metrics counters move and /snapshot.jpg decodes while Chromium watches (issue 15).
     step "browser: /metrics and /snapshot.jpg while Chromium watches"
     browser_tests metrics.test.mjs
+    # About 6 s: a typo'd settings file; the camera streams and the page names file, line and key (issue 15).
+    step "browser: settings-file problems shown on the viewer page (desktop and a 320x568 phone)"
+    browser_tests settings.test.mjs
 fi
 
 if ! skip lan; then
