@@ -111,6 +111,9 @@ pub fn apply_text(
     };
     let mut problems = Vec::new();
     let mut accepted: Vec<OsString> = Vec::new();
+    // Whether the command line with the file's accepted keys passes `check`
+    // (a bad command line alone may not; the file is not blamed for that).
+    let mut accepted_pass = check(&given).is_ok();
     let mut from_file = Vec::new();
     for entry in entries(text) {
         let (line, key, value) = match entry {
@@ -146,7 +149,6 @@ pub fn apply_text(
                 continue;
             }
         };
-        let before = parse(command, command_line, &accepted).map(|m| check(&m).is_ok()).unwrap_or(false);
         let mut candidate = accepted.clone();
         candidate.extend(flags);
         match parse(command, command_line, &candidate) {
@@ -157,10 +159,11 @@ pub fn apply_text(
             )),
             Ok(matches) => match check(&matches) {
                 // Refused only if this key is what breaks the check.
-                Err(message) if before => {
+                Err(message) if accepted_pass => {
                     problems.push(problem(Some(line), Some(&key), format!("{message}; the default is used")))
                 }
-                _ => {
+                outcome => {
+                    accepted_pass = outcome.is_ok();
                     accepted = candidate;
                     from_file.push(key);
                 }
