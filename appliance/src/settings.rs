@@ -543,6 +543,21 @@ mod tests {
         assert_eq!(settings.connection.peer_timeout, Duration::from_secs(45));
         assert_eq!(settings.boot_identity_dir, Some(PathBuf::from("/boot/firmware/lookout")));
         assert!(settings.mdns);
+        // One set of bitrate defaults: the flags', the encoder's and the peer's.
+        let media = settings.media.unwrap();
+        let (encoder, peer) = (EncoderSettings::default(), PeerSettings::default());
+        assert_eq!(
+            (media.encoder.bitrate, media.encoder.min_bitrate, media.encoder.max_bitrate),
+            (encoder.bitrate, encoder.min_bitrate, encoder.max_bitrate)
+        );
+        assert_eq!(
+            (peer.initial_bitrate, peer.min_bitrate, peer.max_bitrate),
+            (2_500_000, 300_000, 6_000_000)
+        );
+        assert_eq!(
+            (encoder.bitrate, encoder.min_bitrate, encoder.max_bitrate),
+            (2_500_000, 300_000, 6_000_000)
+        );
     }
 
     #[test]
