@@ -115,6 +115,9 @@ if ! skip browser; then
     # About 7 s: the whip-whep package's WHEPClient on another origin plays live frames (issue 15).
     step "browser: WHEP with whip-whep on another origin (live frames, DELETE frees the slot, CORS)"
     browser_tests whep.test.mjs
+    # About 6 s: a typo'd settings file; the camera streams and the page names file, line and key (issue 15).
+    step "browser: settings-file problems shown on the viewer page (desktop and a 320x568 phone)"
+    browser_tests settings.test.mjs
 fi
 
 if ! skip lan; then

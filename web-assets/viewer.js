@@ -610,6 +610,7 @@
         if (appTitle) appTitle.content = host;
       }
       showNearby(Array.isArray(info.cameras) ? info.cameras : []);
+      showSettingsProblems(Array.isArray(info.settings_problems) ? info.settings_problems : []);
     } catch (_) {
       // A convenience only: the video does not depend on it.
     }
@@ -629,6 +630,23 @@
       });
     nearbyList.replaceChildren(...items);
     nearby.hidden = items.length === 0;
+  }
+
+  // A typo in the settings file must not go unnoticed: the camera started
+  // with the defaults for those keys and says which (until dismissed).
+  const settingsNotice = $('settings-notice');
+  let settingsNoticeDismissed = false;
+  $('btn-settings-notice').addEventListener('click', () => { settingsNoticeDismissed = true; settingsNotice.hidden = true; });
+
+  function showSettingsProblems(problems) {
+    const items = problems.map((problem) => {
+      const item = document.createElement('li');
+      const where = [problem.file, problem.line].filter((part) => part !== null && part !== undefined).join(':');
+      item.textContent = `${where}${problem.key ? ` ${problem.key}` : ''}: ${problem.message}`;
+      return item;
+    });
+    $('settings-problems').replaceChildren(...items);
+    settingsNotice.hidden = settingsNoticeDismissed || items.length === 0;
   }
 
   // Not before the video: no request may compete with the connection's

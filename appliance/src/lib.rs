@@ -44,6 +44,7 @@ pub mod peer;
 pub mod sdnotify;
 pub mod server;
 pub mod settings;
+pub mod settings_file;
 pub mod signaling;
 pub mod sources;
 pub mod tls;

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use lookout::app::App;
 use lookout::identity_store;
 use lookout::needs_provisioning::NeedsProvisioning;
@@ -12,7 +11,19 @@ use lookout::settings::Cli;
 fn main() -> ExitCode {
     // Before any thread starts: media restarts must not leave arenas behind.
     lookout::allocator::limit_arenas();
-    let cli = Cli::parse();
+    let loaded = match Cli::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(e) => e.exit(),
+    };
+    if loaded.cli.show_settings {
+        for problem in &loaded.problems {
+            eprintln!("lookout: settings file: {problem}");
+        }
+        print!("{}", loaded.effective);
+        return ExitCode::SUCCESS;
+    }
+    let cli = loaded.cli;
+    // Only the command line can fail here: file values that fail it were left out.
     if let Err(message) = cli.check() {
         <Cli as clap::CommandFactory>::command()
             .error(clap::error::ErrorKind::ArgumentConflict, message)
@@ -25,6 +36,18 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     tracing::debug!(filter = %log_filter, ?source, "log filter");
+    if let Some(file) = &loaded.file {
+        tracing::info!(file = %file.display(), problems = loaded.problems.len(), "settings file read");
+    }
+    for problem in &loaded.problems {
+        tracing::warn!(
+            file = %problem.file.display(),
+            line = problem.line,
+            key = problem.key.as_deref(),
+            "settings file: {}", problem.message
+        );
+    }
+    let report = lookout::settings::SettingsFileReport { file: loaded.file, problems: loaded.problems };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -32,7 +55,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, report)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -42,8 +65,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = cli.settings();
+async fn run(cli: Cli, report: lookout::settings::SettingsFileReport) -> anyhow::Result<()> {
+    let mut settings = cli.settings();
+    settings.settings_file = report;
     let boot_dir = settings.boot_identity_dir.as_deref();
     let (identity, origin) = match identity_store::load(&settings.state_dir, boot_dir) {
         Ok(found) => found,

@@ -127,6 +127,7 @@ impl Server {
                 started: std::time::Instant::now(),
                 whep,
                 whep_allow_origins: settings.whep_allow_origins.clone(),
+                settings_file: settings.settings_file.clone(),
             }),
             handshake_timeout: settings.handshake_timeout,
             hostname: format!("{}.local", identity.hostname()),

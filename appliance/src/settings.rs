@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::limits::RateLimit;
-use crate::media::encoder::{default_encoder_threads, EncoderSettings};
+use crate::media::encoder::{
+    default_encoder_threads, EncoderSettings, DEFAULT_BITRATE, DEFAULT_MAX_BITRATE, DEFAULT_MIN_BITRATE,
+};
 use crate::media::h264_level::H264Level;
 use crate::media::pipeline::SourceChoice;
 use crate::media::source::CaptureFormat;
@@ -53,6 +55,17 @@ pub struct Settings {
     pub metrics_open: bool,
     /// Foreign origins whose pages may use `/whep` (`--whep-allow-origin`).
     pub whep_allow_origins: Vec<String>,
+    /// The settings file read and what was wrong in it (for `/api/info`).
+    pub settings_file: SettingsFileReport,
+}
+
+/// The settings file as `/api/info` reports it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SettingsFileReport {
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+    /// Keys left out (their defaults used) or the whole file ignored.
+    pub problems: Vec<crate::settings_file::SettingsProblem>,
 }
 
 /// Camera, encoder and WebRTC settings.
@@ -107,6 +120,7 @@ impl Settings {
             prefix_refresh: Duration::from_secs(30),
             metrics_open: false,
             whep_allow_origins: Vec::new(),
+            settings_file: SettingsFileReport::default(),
         }
     }
 }
@@ -215,13 +229,15 @@ pub struct Cli {
 
     /// Starting video bitrate in kbit/s; the bandwidth estimate moves it
     /// between --min-bitrate and --max-bitrate.
-    #[arg(long, default_value_t = 2500, value_name = "KBPS")]
+    #[arg(long, default_value_t = DEFAULT_BITRATE / 1000, value_name = "KBPS")]
     pub bitrate: u32,
 
-    #[arg(long, default_value_t = 300, value_name = "KBPS")]
+    /// Lowest video bitrate in kbit/s.
+    #[arg(long, default_value_t = DEFAULT_MIN_BITRATE / 1000, value_name = "KBPS")]
     pub min_bitrate: u32,
 
-    #[arg(long, default_value_t = 6000, value_name = "KBPS")]
+    /// Highest video bitrate in kbit/s.
+    #[arg(long, default_value_t = DEFAULT_MAX_BITRATE / 1000, value_name = "KBPS")]
     pub max_bitrate: u32,
 
     /// H.264 encoder threads (openh264 slices encoded in parallel).
@@ -290,6 +306,57 @@ pub struct Cli {
     /// room secret is removed from the output whatever the filter.
     #[arg(long, env = "LOOKOUT_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// Settings file (TOML; every option above under its long name, e.g.
+    /// `max-viewers = 6`). Default: settings.toml in --boot-identity-dir,
+    /// when there is one. Flags win over the file. See docs/settings.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the settings in effect (file and flags merged, as a settings
+    /// file saying where each value came from) and exit.
+    #[arg(long)]
+    pub show_settings: bool,
+}
+
+/// The command line with the settings file applied under it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub cli: Cli,
+    /// The settings file read, if any.
+    pub file: Option<PathBuf>,
+    /// What was wrong in it (left out, defaults used instead).
+    pub problems: Vec<crate::settings_file::SettingsProblem>,
+    /// The settings in effect, as `--show-settings` prints them.
+    pub effective: String,
+}
+
+impl Cli {
+    /// Parses `args` (program name first) and applies the settings file:
+    /// `--config FILE`, else `settings.toml` in `--boot-identity-dir` when it
+    /// exists. Only a bad command line is an error (clap's, to show the
+    /// person who typed it); a bad file is reported in [`Loaded::problems`].
+    pub fn load(args: Vec<std::ffi::OsString>) -> Result<Loaded, clap::Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches_from(&args)?;
+        let given = Cli::from_arg_matches(&matches)?;
+        let file = match &given.config {
+            Some(path) => Some(path.clone()),
+            None => {
+                Some(given.boot_identity_dir.join(crate::settings_file::FILE_NAME)).filter(|p| p.exists())
+            }
+        };
+        let Some(path) = file else {
+            let effective = crate::settings_file::render(&Cli::command(), &matches, &[]);
+            return Ok(Loaded { cli: given, file: None, problems: Vec::new(), effective });
+        };
+        let check =
+            |matches: &clap::ArgMatches| Cli::from_arg_matches(matches).map_err(|e| e.to_string())?.check();
+        let applied = crate::settings_file::apply_file(&Cli::command(), &args, &path, check)?;
+        let cli = Cli::from_arg_matches(&applied.matches)?;
+        let effective = crate::settings_file::render(&Cli::command(), &applied.matches, &applied.from_file);
+        Ok(Loaded { cli, file: Some(path), problems: applied.problems, effective })
+    }
 }
 
 /// An origin as browsers send it: `http://` or `https://` plus a host and
@@ -377,6 +444,7 @@ impl Cli {
             prefix_refresh: self.prefix_refresh,
             metrics_open: self.metrics_open,
             whep_allow_origins: self.whep_allow_origin.clone(),
+            settings_file: SettingsFileReport::default(),
         }
     }
 
@@ -510,6 +578,21 @@ mod tests {
         assert_eq!(settings.connection.peer_timeout, Duration::from_secs(45));
         assert_eq!(settings.boot_identity_dir, Some(PathBuf::from("/boot/firmware/lookout")));
         assert!(settings.mdns);
+        // One set of bitrate defaults: the flags', the encoder's and the peer's.
+        let media = settings.media.unwrap();
+        let (encoder, peer) = (EncoderSettings::default(), PeerSettings::default());
+        assert_eq!(
+            (media.encoder.bitrate, media.encoder.min_bitrate, media.encoder.max_bitrate),
+            (encoder.bitrate, encoder.min_bitrate, encoder.max_bitrate)
+        );
+        assert_eq!(
+            (peer.initial_bitrate, peer.min_bitrate, peer.max_bitrate),
+            (2_500_000, 300_000, 6_000_000)
+        );
+        assert_eq!(
+            (encoder.bitrate, encoder.min_bitrate, encoder.max_bitrate),
+            (2_500_000, 300_000, 6_000_000)
+        );
     }
 
     #[test]
@@ -576,6 +659,24 @@ mod tests {
         assert!(error.contains("no H.264 level allows 4096x4096 at 30 fps"), "{error}");
         let no_camera = Cli::parse_from(["lookout", "--no-camera", "--resolution", "4096x4096"]);
         assert_eq!(no_camera.check(), Ok(()), "no camera, no stream");
+    }
+
+    /// `lookout-provision` checks settings files against this table; it
+    /// must list exactly `lookout`'s options. On a failure, regenerate it:
+    /// `LOOKOUT_WRITE_OPTIONS=1 cargo test -p lookout --lib options_table`.
+    #[test]
+    fn the_options_table_of_lookout_provision_matches_the_command_line() {
+        use clap::CommandFactory;
+        let table = crate::settings_file::options_table(&Cli::command());
+        if std::env::var_os("LOOKOUT_WRITE_OPTIONS").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../provisioning/src/appliance-options.txt");
+            std::fs::write(path, &table).unwrap();
+        }
+        assert_eq!(
+            crate::settings_file::APPLIANCE_OPTIONS,
+            table,
+            "provisioning/src/appliance-options.txt is stale"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! The identity goes to `lookout/identity.json` on the image's boot (FAT)
 //! partition, where the appliance looks for it on first start; Wi-Fi
-//! settings, if any, go beside it as `lookout/wifi.conf`. Everything
+//! settings, if any, go beside it as `lookout/wifi.conf`, and the
+//! appliance's settings file as `lookout/settings.toml`. Everything
 //! happens in-process on the image file: the partition table is read with
 //! `mbrman` (MBR) or `gptman` (GPT), the FAT file system with `fatfs`. No
 //! mounting, no root.
@@ -41,6 +42,11 @@ pub fn identity_path_in_partition() -> String {
 /// Path of the Wi-Fi settings inside the boot partition.
 pub fn wifi_path_in_partition() -> String {
     format!("{BOOT_DIR}/{WIFI_FILE_NAME}")
+}
+
+/// Path of the appliance's settings file inside the boot partition.
+pub fn settings_path_in_partition() -> String {
+    format!("{BOOT_DIR}/{}", crate::settings_file::FILE_NAME)
 }
 
 /// Which kind of partition table the image has.
@@ -114,6 +120,8 @@ pub struct WriteReport {
     pub replaced: bool,
     /// The Wi-Fi settings written (replacing any the image held), if any.
     pub wifi_conf: Option<String>,
+    /// The settings file written (replacing any the image held), if any.
+    pub settings: Option<String>,
 }
 
 /// An identity read from an image.
@@ -123,6 +131,8 @@ pub struct FoundIdentity {
     pub identity: Identity,
     /// The text of `lookout/wifi.conf`, if the image has one.
     pub wifi_conf: Option<String>,
+    /// The text of `lookout/settings.toml`, if the image has one.
+    pub settings: Option<String>,
 }
 
 /// Options of [`write_identity`].
@@ -135,6 +145,10 @@ pub struct WriteOptions {
     /// Wi-Fi settings to write beside the identity; they replace any the
     /// image holds. `None` leaves the image's Wi-Fi settings as they are.
     pub wifi: Option<WifiNetwork>,
+    /// The appliance's settings file (`settings.toml`) to write beside the
+    /// identity, replacing any the image holds; checked by the caller
+    /// ([`crate::settings_file::check_text`]). `None` leaves it as it is.
+    pub settings: Option<String>,
 }
 
 /// Writes `identity` to the boot partition of `image` (see the module docs).
@@ -152,6 +166,13 @@ pub fn write_identity(
     if let Some(conf) = &wifi_conf {
         files.push(BootFile { name: WIFI_FILE_NAME, temp_name: "wifi.tmp", bytes: conf.as_bytes() });
     }
+    if let Some(text) = &options.settings {
+        files.push(BootFile {
+            name: crate::settings_file::FILE_NAME,
+            temp_name: "settings.tmp",
+            bytes: text.as_bytes(),
+        });
+    }
     files.push(BootFile { name: IDENTITY_FILE_NAME, temp_name: "identity.tmp", bytes: json.as_bytes() });
     check_regular_file(image)?;
 
@@ -165,7 +186,7 @@ pub fn write_identity(
             let mut file = open(image, true)?;
             write_into(&mut file, &partition, &files)?;
             file.sync_all().map_err(|source| io_error("sync", image, source))?;
-            read_back(image, identity, wifi_conf.as_deref())?;
+            read_back(image, identity, wifi_conf.as_deref(), options.settings.as_deref())?;
             image.to_owned()
         }
         Some(out) => {
@@ -177,12 +198,12 @@ pub fn write_identity(
             write_into(&mut file, &partition, &files)?;
             file.sync_all().map_err(|source| io_error("sync", &temp.path, source))?;
             drop(file);
-            read_back(&temp.path, identity, wifi_conf.as_deref())?;
+            read_back(&temp.path, identity, wifi_conf.as_deref(), options.settings.as_deref())?;
             temp.commit()?;
             out.clone()
         }
     };
-    Ok(WriteReport { image: target, partition, replaced, wifi_conf })
+    Ok(WriteReport { image: target, partition, replaced, wifi_conf, settings: options.settings.clone() })
 }
 
 /// One file to put into [`BOOT_DIR`].
@@ -204,7 +225,9 @@ pub fn read_identity(image: &Path) -> Result<FoundIdentity, ImageError> {
     let identity = Identity::from_json(&text).map_err(ImageError::InvalidIdentity)?;
     let wifi_conf = read_boot_file(&fs, &partition, WIFI_FILE_NAME)?
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
-    Ok(FoundIdentity { partition, identity, wifi_conf })
+    let settings = read_boot_file(&fs, &partition, crate::settings_file::FILE_NAME)?
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+    Ok(FoundIdentity { partition, identity, wifi_conf, settings })
 }
 
 /// Finds the boot partition: the first FAT partition of the MBR, or the
@@ -402,13 +425,21 @@ fn remove_if_present<T: fatfs::ReadWriteSeek>(dir: &fatfs::Dir<'_, T>, name: &st
     }
 }
 
-fn read_back(image: &Path, identity: &Identity, wifi_conf: Option<&str>) -> Result<(), ImageError> {
+fn read_back(
+    image: &Path,
+    identity: &Identity,
+    wifi_conf: Option<&str>,
+    settings: Option<&str>,
+) -> Result<(), ImageError> {
     let found = read_identity(image)?;
     if !same_identity(&found.identity, identity) {
         return Err(ImageError::ReadBackMismatch("identity"));
     }
     if wifi_conf.is_some() && found.wifi_conf.as_deref() != wifi_conf {
         return Err(ImageError::ReadBackMismatch("Wi-Fi settings"));
+    }
+    if settings.is_some() && found.settings.as_deref() != settings {
+        return Err(ImageError::ReadBackMismatch("settings file"));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! - [`secret`]: the [`RoomSecret`], a 256-bit key that never prints itself.
 //! - [`device_id`]: short human-friendly device IDs.
 //! - [`atomic_file`]: crash-safe file writes (write, fsync, rename).
+//! - [`settings_file`]: the appliance's `settings.toml`, read against a clap command line.
 //!
 //! With the `factory` feature (on by default; the appliance builds without it):
 //! - [`batch`]: making identities and their labels, one folder per camera.
@@ -32,6 +33,7 @@ pub mod identity;
 #[cfg(feature = "factory")]
 pub mod label;
 pub mod secret;
+pub mod settings_file;
 #[cfg(feature = "factory")]
 mod vector;
 #[cfg(feature = "factory")]

@@ -5,7 +5,7 @@
 //! |-------------|-----------|------------------------------------------|
 //! | `/`, assets | GET, HEAD | embedded files from `web-assets/`        |
 //! | `/healthz`  | GET, HEAD | `ok`, or 503 with a JSON reason          |
-//! | `/api/info` | GET, HEAD | JSON: device, version, fingerprint       |
+//! | `/api/info` | GET, HEAD | JSON: device, version, fingerprint, settings problems |
 //! | `/manifest.webmanifest` | GET, HEAD | web app manifest ([`manifest`]) |
 //! | `/signal`   | GET       | WebSocket upgrade (426 without one)      |
 //! | `/metrics`  | GET, HEAD | Prometheus text ([`crate::metrics`]); bearer token |
@@ -75,6 +75,8 @@ pub struct AppState {
     pub whep: Option<crate::whep::WhepSessions>,
     /// Foreign origins whose pages may use `/whep` (`--whep-allow-origin`).
     pub whep_allow_origins: Vec<String>,
+    /// The settings file and its problems (`/api/info`, the viewer's notice).
+    pub settings_file: crate::settings::SettingsFileReport,
 }
 
 /// The content security policy of every page: only our own scripts, styles
@@ -190,6 +192,10 @@ fn info(state: &AppState) -> Response<Body> {
         "camera": state.camera.as_ref().map(|camera| camera.snapshot()),
         "camera_peer_in_room": state.camera.as_ref().map(|_| state.relay.device_in_room()),
         "cameras": state.nearby.list(),
+        // Which settings file was read, and what in it was left out (the
+        // camera then uses the defaults for those keys).
+        "settings_file": state.settings_file.file,
+        "settings_problems": state.settings_file.problems,
     });
     json(StatusCode::OK, &body)
 }

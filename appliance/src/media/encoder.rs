@@ -41,6 +41,12 @@ pub struct EncoderSettings {
     pub temporal_layers: u8,
 }
 
+/// The bitrate defaults, bits per second: the encoder's, the camera
+/// peer's and `--bitrate`/`--min-bitrate`/`--max-bitrate`'s (in kbit/s there).
+pub const DEFAULT_BITRATE: u32 = 2_500_000;
+pub const DEFAULT_MIN_BITRATE: u32 = 300_000;
+pub const DEFAULT_MAX_BITRATE: u32 = 6_000_000;
+
 /// openh264 uses at most this many threads.
 pub const MAX_ENCODER_THREADS: u16 = 4;
 /// Slice size limit with several threads: one slice fits one RTP packet
@@ -57,9 +63,9 @@ impl Default for EncoderSettings {
     fn default() -> Self {
         EncoderSettings {
             fps: 30,
-            bitrate: 2_500_000,
-            min_bitrate: 300_000,
-            max_bitrate: 6_000_000,
+            bitrate: DEFAULT_BITRATE,
+            min_bitrate: DEFAULT_MIN_BITRATE,
+            max_bitrate: DEFAULT_MAX_BITRATE,
             idr_interval: Duration::from_secs(2),
             level: H264Level::default(),
             threads: 1,

@@ -80,9 +80,9 @@ impl Default for PeerSettings {
             udp_addrs: vec!["0.0.0.0:0".into(), "[::]:0".into(), "127.0.0.1:0".into()],
             mdns: true,
             ice_servers: Vec::new(),
-            initial_bitrate: 2_500_000,
-            min_bitrate: 300_000,
-            max_bitrate: 6_000_000,
+            initial_bitrate: crate::media::encoder::DEFAULT_BITRATE,
+            min_bitrate: crate::media::encoder::DEFAULT_MIN_BITRATE,
+            max_bitrate: crate::media::encoder::DEFAULT_MAX_BITRATE,
             h264_level: H264Level::default(),
         }
     }

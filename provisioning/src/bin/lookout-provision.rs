@@ -46,8 +46,9 @@ enum Command {
     },
     /// Write an identity into the boot (FAT) partition of a Raspberry Pi SD
     /// image, as lookout/identity.json, and optionally the Wi-Fi network the
-    /// camera joins, as lookout/wifi.conf. Everything is checked before the
-    /// image is changed; with --out the input image is never modified.
+    /// camera joins, as lookout/wifi.conf, and a settings file, as
+    /// lookout/settings.toml. Everything is checked before the image is
+    /// changed; with --out the input image is never modified.
     WriteImage {
         /// The SD-card image (MBR or GPT partition table).
         #[arg(long, value_name = "IMG")]
@@ -61,6 +62,12 @@ enum Command {
         /// Overwrite an identity the image already holds (its label stops working).
         #[arg(long)]
         replace: bool,
+        /// The camera's settings file (TOML, lookout's long options by name;
+        /// docs/settings.md), written as lookout/settings.toml. Checked first:
+        /// an unknown key, a value of the wrong kind or bad TOML refuses the
+        /// write, naming file, line and key.
+        #[arg(long, value_name = "FILE")]
+        settings: Option<PathBuf>,
         #[command(flatten)]
         wifi: WifiArgs,
     },
@@ -163,8 +170,8 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::New { out, count, prefix } => new(&out, count as usize, &prefix),
-        Command::WriteImage { image, identity, out, replace, wifi } => {
-            write_image(&image, &identity, out, replace, &wifi)
+        Command::WriteImage { image, identity, out, replace, settings, wifi } => {
+            write_image(&image, &identity, out, replace, settings.as_deref(), &wifi)
         }
         Command::Show { identity, reveal_secret } => {
             let identity = load_identity(&identity)?;
@@ -200,11 +207,13 @@ fn write_image(
     identity: &Path,
     out: Option<PathBuf>,
     replace: bool,
+    settings: Option<&Path>,
     wifi: &WifiArgs,
 ) -> anyhow::Result<()> {
     let identity = load_identity(identity)?;
     let wifi = wifi.network().context("invalid Wi-Fi settings")?;
-    let report = disk_image::write_identity(image, &identity, &WriteOptions { out, replace, wifi })
+    let settings = settings.map(read_settings).transpose()?;
+    let report = disk_image::write_identity(image, &identity, &WriteOptions { out, replace, wifi, settings })
         .with_context(|| format!("cannot write the identity into {}", image.display()))?;
     println!(
         "wrote {path} for {id} to {part} of {img}{replaced}",
@@ -217,7 +226,24 @@ fn write_image(
     if let Some(summary) = report.wifi_conf.as_deref().map(WifiSummary::of) {
         println!("wrote {} (Wi-Fi: {summary})", disk_image::wifi_path_in_partition());
     }
+    if report.settings.is_some() {
+        println!("wrote {}", disk_image::settings_path_in_partition());
+    }
     Ok(())
+}
+
+/// Reads a settings file and checks it as the camera will read it; any
+/// problem (file, line, key) refuses the write: on the camera it would only
+/// be reported, and a card is easier to fix here than on a shelf.
+fn read_settings(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the settings file {}", path.display()))?;
+    let problems = lookout_provisioning::settings_file::check_text(path, &text);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        bail!("the settings file has problems; nothing was written:\n{}", list.join("\n"));
+    }
+    Ok(text)
 }
 
 fn verify(image: &Path, expect: Option<&Path>) -> anyhow::Result<()> {
@@ -242,6 +268,14 @@ fn verify(image: &Path, expect: Option<&Path>) -> anyhow::Result<()> {
     match &found.wifi_conf {
         Some(conf) => println!("Wi-Fi:               {}", WifiSummary::of(conf)),
         None => println!("Wi-Fi:               none (Ethernet only)"),
+    }
+    match &found.settings {
+        Some(text) => println!(
+            "Settings:            {} ({} lines)",
+            disk_image::settings_path_in_partition(),
+            text.lines().count()
+        ),
+        None => println!("Settings:            none (the defaults)"),
     }
     if expect.is_some() {
         println!("matches the expected identity");
