@@ -20,20 +20,9 @@ use serde_json::Value;
 
 /// Starts `lookout` with the test pattern at 640x480@30 and `extra` arguments.
 fn start(extra: &[&str]) -> (LookoutProcess, RemoteServer, tempfile::TempDir) {
-    let state = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    command
-        .args(["--listen", "127.0.0.1:0", "--no-mdns", "--webrtc-bind", "127.0.0.1", "--no-webrtc-mdns"])
-        .args(["--camera", "test-pattern", "--resolution", "640x480", "--fps", "30"])
-        .args(extra)
-        .arg("--state-dir")
-        .arg(state.path())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC");
-    let lookout = LookoutProcess::spawn(command);
-    let addr = lookout.wait_for_addr("serving HTTPS");
-    let identity = lookout_provisioning::Identity::load(&state.path().join("identity.json")).unwrap();
-    (lookout, RemoteServer { addr, identity }, state)
+    let mut args = vec!["--resolution", "640x480", "--fps", "30"];
+    args.extend_from_slice(extra);
+    common::start_test_pattern_camera("127.0.0.1", &args)
 }
 
 /// The samples of one scrape, keyed `name{label="value",...}` (labels sorted).

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{HttpResponse, LookoutProcess, RemoteServer};
@@ -16,19 +15,7 @@ use serde_json::Value;
 
 /// Starts `lookout` with the test pattern at 1280x720@30.
 fn start() -> (LookoutProcess, RemoteServer, tempfile::TempDir) {
-    let state = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    command
-        .args(["--listen", "127.0.0.1:0", "--no-mdns", "--webrtc-bind", "127.0.0.1", "--no-webrtc-mdns"])
-        .args(["--camera", "test-pattern", "--resolution", "1280x720", "--fps", "30"])
-        .arg("--state-dir")
-        .arg(state.path())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC");
-    let lookout = LookoutProcess::spawn(command);
-    let addr = lookout.wait_for_addr("serving HTTPS");
-    let identity = lookout_provisioning::Identity::load(&state.path().join("identity.json")).unwrap();
-    (lookout, RemoteServer { addr, identity }, state)
+    common::start_test_pattern_camera("127.0.0.1", &["--resolution", "1280x720", "--fps", "30"])
 }
 
 async fn get_with_secret(server: &RemoteServer, path: &str) -> HttpResponse {

@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{LookoutProcess, RemoteServer};
 use serde_json::Value;
 
 const WEBRTC_ADDR: &str = "10.77.7.1";
@@ -69,25 +68,20 @@ fn aiortc_plays_live_frames_over_whep() {
 }
 
 async fn play(python: PathBuf) {
-    let state = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    command
-        .args(["--listen", "127.0.0.1:0", "--no-mdns", "--webrtc-bind", WEBRTC_ADDR, "--no-webrtc-mdns"])
-        .args(["--camera", "test-pattern", "--resolution", "640x480", "--fps", "30", "--max-viewers", "1"])
-        .arg("--state-dir")
-        .arg(state.path())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC");
-    let lookout = LookoutProcess::spawn(command);
-    let addr = lookout.wait_for_addr("serving HTTPS");
-    let identity = lookout_provisioning::Identity::load(&state.path().join("identity.json")).unwrap();
-    let server = RemoteServer { addr, identity };
+    let (lookout, server, _state) = common::start_test_pattern_camera(
+        WEBRTC_ADDR,
+        &["--resolution", "640x480", "--fps", "30", "--max-viewers", "1"],
+    );
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/whep/whep_client.py");
     let mut client = Command::new(&python);
     client
         .arg(&script)
-        .args([addr.ip().to_string(), addr.port().to_string(), server.identity.certificate_fingerprint()])
+        .args([
+            server.addr.ip().to_string(),
+            server.addr.port().to_string(),
+            server.identity.certificate_fingerprint(),
+        ])
         .arg("3")
         .env("WHEP_TOKEN", server.identity.room_secret().expose_hex());
     // The client bounds each of its own waits (10 s); this bounds the whole.

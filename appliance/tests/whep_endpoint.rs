@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{HttpResponse, LookoutProcess, RemoteServer};
@@ -54,20 +53,10 @@ const PLAYER: &str = "http://127.0.0.1:8089";
 
 /// Starts `lookout` with the test pattern and room for one viewer.
 fn start() -> (LookoutProcess, RemoteServer, tempfile::TempDir) {
-    let state = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lookout"));
-    command
-        .args(["--listen", "127.0.0.1:0", "--no-mdns", "--webrtc-bind", "127.0.0.1", "--no-webrtc-mdns"])
-        .args(["--camera", "test-pattern", "--resolution", "640x360", "--fps", "15"])
-        .args(["--max-viewers", "1", "--whep-allow-origin", PLAYER])
-        .arg("--state-dir")
-        .arg(state.path())
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC");
-    let lookout = LookoutProcess::spawn(command);
-    let addr = lookout.wait_for_addr("serving HTTPS");
-    let identity = lookout_provisioning::Identity::load(&state.path().join("identity.json")).unwrap();
-    (lookout, RemoteServer { addr, identity }, state)
+    common::start_test_pattern_camera(
+        "127.0.0.1",
+        &["--resolution", "640x360", "--fps", "15", "--max-viewers", "1", "--whep-allow-origin", PLAYER],
+    )
 }
 
 fn bearer(server: &RemoteServer) -> String {

@@ -362,6 +362,30 @@ pub fn server_only_command(state: &std::path::Path, boot: &std::path::Path) -> s
     command
 }
 
+/// Starts `lookout` streaming its test pattern, HTTPS on 127.0.0.1 and
+/// WebRTC on `webrtc_bind`, no mDNS, with `args` added (resolution, fps,
+/// limits), and waits until it serves. The state folder holding the identity
+/// it generated lives as long as the returned `TempDir`.
+pub fn start_test_pattern_camera(
+    webrtc_bind: &str,
+    args: &[&str],
+) -> (LookoutProcess, RemoteServer, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--no-mdns", "--no-webrtc-mdns", "--camera", "test-pattern"])
+        .args(["--webrtc-bind", webrtc_bind])
+        .args(args)
+        .arg("--state-dir")
+        .arg(state.path())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC");
+    let lookout = LookoutProcess::spawn(command);
+    let addr = lookout.wait_for_addr("serving HTTPS");
+    let identity = Identity::load(&state.path().join("identity.json")).unwrap();
+    (lookout, RemoteServer { addr, identity }, state)
+}
+
 /// A `lookout` process a test started: its log is collected as it runs, and
 /// it is killed (by its PID) when dropped.
 pub struct LookoutProcess {
