@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::image::{identity, pi_image};
 use common::{path_str, provision_err, provision_ok};
 
@@ -19,15 +21,7 @@ fn write_image_writes_a_good_settings_file_and_verify_sees_it() {
     let text = "# shelf camera\nmax-viewers = 6\nresolution = \"1920x1080\"\nno-mdns = true\nwebrtc-bind = [\"::1\"]\n\
                 listen = \"[::]:443\"\njoin-timeout = \"20s\"\nmessage-rate = 7.5\n";
     std::fs::write(&settings, text).unwrap();
-    let out = provision_ok([
-        "write-image",
-        "--image",
-        path_str(&image.path),
-        "--identity",
-        path_str(&folder),
-        "--settings",
-        path_str(&settings),
-    ]);
+    let out = provision_ok(write_with_settings(&image.path, &folder, &settings));
     assert!(out.contains("wrote lookout/settings.toml"), "{out}");
     assert_eq!(image.mtype("lookout/settings.toml"), text.as_bytes(), "written as given");
     assert!(!image.mtype_identity().is_empty(), "the identity is there too");
@@ -37,8 +31,7 @@ fn write_image_writes_a_good_settings_file_and_verify_sees_it() {
 
     // Written again with another file: replaced, not appended.
     std::fs::write(&settings, "max-viewers = 2\n").unwrap();
-    let args = ["write-image", "--image", path_str(&image.path), "--identity", path_str(&folder)];
-    provision_ok([&args[..], &["--settings", path_str(&settings)]].concat());
+    provision_ok(write_with_settings(&image.path, &folder, &settings));
     assert_eq!(image.mtype("lookout/settings.toml"), b"max-viewers = 2\n");
     image.fsck(dir.path());
 }
@@ -66,15 +59,7 @@ fn a_bad_settings_file_refuses_the_write_naming_file_line_and_key() {
     for (name, text, expected) in cases {
         let file = dir.path().join(name);
         std::fs::write(&file, text).unwrap();
-        let err = provision_err([
-            "write-image",
-            "--image",
-            path_str(&image.path),
-            "--identity",
-            path_str(&folder),
-            "--settings",
-            path_str(&file),
-        ]);
+        let err = provision_err(write_with_settings(&image.path, &folder, &file));
         let wanted = format!("{}{expected}", file.display());
         assert!(err.contains(&wanted), "{name}: expected {wanted:?} in:\n{err}");
         assert!(err.contains("nothing was written"), "{err}");
@@ -85,4 +70,17 @@ fn a_bad_settings_file_refuses_the_write_naming_file_line_and_key() {
     let err = provision_err([&args[..], &["--settings", path_str(&missing)]].concat());
     assert!(err.contains("cannot read the settings file"), "{err}");
     assert_eq!(image.sha256(), before);
+}
+
+/// `write-image` of IMAGE in place with the identity in FOLDER and SETTINGS.
+fn write_with_settings<'a>(image: &'a Path, folder: &'a Path, settings: &'a Path) -> [&'a str; 7] {
+    [
+        "write-image",
+        "--image",
+        path_str(image),
+        "--identity",
+        path_str(folder),
+        "--settings",
+        path_str(settings),
+    ]
 }
