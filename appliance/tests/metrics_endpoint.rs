@@ -4,7 +4,8 @@
 //! `tests/parse_metrics.py`): the room secret as a bearer token is needed
 //! (401 with `WWW-Authenticate: Bearer` without it or with a wrong one,
 //! wrong guesses throttled like the signaling path's, never the right
-//! one), `--metrics-open` serves it without a token, and the counters move
+//! one), `--metrics-open` serves it without a token, a WHEP offer from a
+//! foreign `Origin` counts as `foreign_origin`, and the counters move
 //! while a viewer holds a slot. Video to a real browser while the counters
 //! move: `tests/browser/metrics.test.mjs`.
 
@@ -144,6 +145,25 @@ async fn metrics_open_serves_without_a_token() {
 }
 
 #[tokio::test]
+async fn a_whep_offer_from_a_foreign_origin_is_refused_and_counted() {
+    let (lookout, server, _state) = start(&[]);
+    let before = scrape(&server).await;
+    assert_eq!(before.get("lookout_refused_total{reason=\"foreign_origin\"}"), 0.0);
+    // Refused for its Origin before its token or its offer is looked at,
+    // so the right secret and a made-up offer change nothing.
+    let headers = format!(
+        "Content-Type: application/sdp\r\nOrigin: https://elsewhere.example\r\n{}",
+        bearer(&server.identity.room_secret().expose_hex())
+    );
+    let refused = server.request_with_body("POST", "/whep", &headers, b"v=0\r\n").await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let after = scrape(&server).await;
+    assert_eq!(after.get("lookout_refused_total{reason=\"foreign_origin\"}"), 1.0, "log:\n{}", lookout.log());
+    assert_eq!(after.get("lookout_refused_total{reason=\"wrong_secret\"}"), 0.0);
+    assert_eq!(after.get("lookout_viewers{transport=\"whep\"}"), 0.0);
+}
+
+#[tokio::test]
 async fn counters_move_while_a_viewer_holds_a_slot() {
     let (lookout, server, _state) = start(&[]);
     let idle = scrape(&server).await;
@@ -169,6 +189,13 @@ async fn counters_move_while_a_viewer_holds_a_slot() {
     assert!(busy.get("lookout_encode_seconds_count") >= 30.0);
     assert!(busy.get("lookout_encode_seconds_sum") > 0.0);
     assert!(busy.get("lookout_encoded_bytes_total") > 10_000.0);
+    // This viewer holds a slot but never connects (no WebRTC here): it is
+    // encoded for, and sent nothing. What a connected viewer is sent:
+    // tests/browser/metrics.test.mjs (page) and whep.test.mjs (WHEP).
+    assert_eq!(busy.get("lookout_sent_bytes_total{transport=\"page\"}"), 0.0);
+    assert_eq!(busy.get("lookout_sent_bytes_total{transport=\"whep\"}"), 0.0);
+    assert_eq!(busy.get("lookout_capture_to_send_seconds_count"), 0.0);
+    assert_eq!(busy.families.get("lookout_capture_to_send_seconds").map(String::as_str), Some("histogram"));
     let keyframes = busy.get("lookout_keyframes_total{cause=\"requested\"}")
         + busy.get("lookout_keyframes_total{cause=\"encoder\"}");
     assert!(keyframes >= 1.0, "the stream starts on a keyframe");
