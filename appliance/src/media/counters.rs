@@ -84,9 +84,9 @@ impl MediaCounters {
 }
 
 /// Upper bounds (seconds) of the capture-to-send buckets: fine where a
-/// healthy stream lives (a frame period or two of queueing plus the encode,
-/// 5 to 100 ms at 30 fps), coarse beyond 200 ms where the figure only says
-/// "something is stuck".
+/// healthy stream lives (the encode, a few milliseconds, plus at most a
+/// frame period or two of queueing at 30 fps), coarse beyond 200 ms where
+/// the figure only says "something is stuck".
 pub const CAPTURE_TO_SEND_BUCKETS: [f64; 14] =
     [0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5];
 
@@ -116,9 +116,7 @@ impl SendCounters {
     /// at `captured` (monotonic clock), to its track at `sent`.
     pub fn sent(&self, transport: Transport, bytes: usize, captured: Instant, sent: Instant) {
         self.capture_to_send.observe(capture_to_send(captured, sent).as_secs_f64());
-        if let Some(total) = self.sent_bytes.get(transport_index(transport)) {
-            total.fetch_add(bytes as u64, Ordering::Relaxed);
-        }
+        self.sent_bytes[transport_index(transport)].fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// The capture-to-send histogram (encoded as it is by `/metrics`).
