@@ -19,6 +19,7 @@ use crate::http::AppState;
 use crate::media::pipeline::StatusHandle;
 use crate::netlog::NetworkLog;
 use crate::signaling::Relay;
+use crate::viewers::Transport;
 
 /// The `Content-Type` of the answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -137,8 +138,11 @@ impl Collector for Scrape {
             "Viewers holding a slot now, by transport.",
             "transport",
             &[
-                ("page", gauge_value(signaling.viewers.saturating_sub(signaling.whep_viewers))),
-                ("whep", gauge_value(signaling.whep_viewers)),
+                (
+                    Transport::Page.label(),
+                    gauge_value(signaling.viewers.saturating_sub(signaling.whep_viewers)),
+                ),
+                (Transport::Whep.label(), gauge_value(signaling.whep_viewers)),
             ],
         )?;
         let totals = self.log.totals();
@@ -211,6 +215,21 @@ impl Scrape {
             "Bytes of H.264 handed to the viewers' fan-out (once, however many watch).",
             counts.encoded_bytes,
         )?;
+        let sent = camera.fanout().sent();
+        let sent_bytes: Vec<(&str, u64)> = sent.sent_bytes().iter().map(|(t, n)| (t.label(), *n)).collect();
+        out.labelled_counter(
+            "lookout_sent_bytes",
+            "Bytes of H.264 handed to the viewers' tracks, by transport (summed over viewers: two watching, twice the bytes).",
+            "transport",
+            &sent_bytes,
+        )?;
+        let latency = sent.capture_to_send_seconds();
+        latency.encode(out.encoder.encode_descriptor(
+            "lookout_capture_to_send_seconds",
+            "Time from a frame's capture to its hand-over to a viewer's track, once per frame per viewer.",
+            None,
+            latency.metric_type(),
+        )?)?;
         out.gauge(
             "lookout_encoder_target_bits_per_second",
             "The encoder's bitrate target now.",

@@ -28,7 +28,7 @@ pub enum NetEvent {
     ConnectionRefused,
     /// A connection closed to make room for a newer one.
     ConnectionEvicted,
-    /// A WebSocket upgrade from a foreign `Origin`.
+    /// A WebSocket upgrade or a WHEP request from a foreign `Origin`.
     ForeignOrigin,
     /// A wrong room secret.
     WrongSecret,
@@ -69,7 +69,7 @@ impl NetEvent {
         match self {
             NetEvent::ConnectionRefused => "connections refused (connection cap)",
             NetEvent::ConnectionEvicted => "idle connections closed to make room",
-            NetEvent::ForeignOrigin => "WebSocket upgrades refused (foreign Origin)",
+            NetEvent::ForeignOrigin => "WebSocket upgrades and WHEP requests refused (foreign Origin)",
             NetEvent::WrongSecret => "wrong room secrets",
             NetEvent::ThrottledGuess => {
                 "wrong room secrets refused unread: too many wrong guesses (back-off)"

@@ -16,6 +16,27 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+/// How a viewer came: the camera's page through the signaling room, or
+/// WHEP (`crate::whep`). The `transport` label of `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Page,
+    Whep,
+}
+
+impl Transport {
+    /// Every transport, in the order `/metrics` lists them.
+    pub const ALL: [Transport; 2] = [Transport::Page, Transport::Whep];
+
+    /// The `transport` label's value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Page => "page",
+            Transport::Whep => "whep",
+        }
+    }
+}
+
 /// Viewers holding a slot in the camera's room. Cheap to clone; clones share.
 #[derive(Debug, Clone, Default)]
 pub struct ViewerCount(Arc<AtomicUsize>);

@@ -4,8 +4,11 @@
 //! `tests/parse_metrics.py`): the room secret as a bearer token is needed
 //! (401 with `WWW-Authenticate: Bearer` without it or with a wrong one,
 //! wrong guesses throttled like the signaling path's, never the right
-//! one), `--metrics-open` serves it without a token, and the counters move
-//! while a viewer holds a slot. Video to a real browser while the counters
+//! one), `--metrics-open` serves it without a token, a WHEP offer from a
+//! foreign `Origin` counts as `foreign_origin`, the counters move while a
+//! viewer holds a slot, and a viewer that connects (webrtc-rs as the page's
+//! part, [`PageViewer`]) moves the bytes sent under `page` and gets a
+//! capture-to-send time per frame. Video to a real browser while the counters
 //! move: `tests/browser/metrics.test.mjs`.
 
 mod common;
@@ -13,10 +16,20 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{LookoutProcess, RemoteServer};
-use serde_json::Value;
+use common::{LookoutProcess, Received, RemoteServer, SignalingClient};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::RTCDtlsRole;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+};
 
 /// Starts `lookout` with the test pattern at 640x480@30 and `extra` arguments.
 fn start(extra: &[&str]) -> (LookoutProcess, RemoteServer, tempfile::TempDir) {
@@ -144,6 +157,25 @@ async fn metrics_open_serves_without_a_token() {
 }
 
 #[tokio::test]
+async fn a_whep_offer_from_a_foreign_origin_is_refused_and_counted() {
+    let (lookout, server, _state) = start(&[]);
+    let before = scrape(&server).await;
+    assert_eq!(before.get("lookout_refused_total{reason=\"foreign_origin\"}"), 0.0);
+    // Refused for its Origin before its token or its offer is looked at,
+    // so the right secret and a made-up offer change nothing.
+    let headers = format!(
+        "Content-Type: application/sdp\r\nOrigin: https://elsewhere.example\r\n{}",
+        bearer(&server.identity.room_secret().expose_hex())
+    );
+    let refused = server.request_with_body("POST", "/whep", &headers, b"v=0\r\n").await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let after = scrape(&server).await;
+    assert_eq!(after.get("lookout_refused_total{reason=\"foreign_origin\"}"), 1.0, "log:\n{}", lookout.log());
+    assert_eq!(after.get("lookout_refused_total{reason=\"wrong_secret\"}"), 0.0);
+    assert_eq!(after.get("lookout_viewers{transport=\"whep\"}"), 0.0);
+}
+
+#[tokio::test]
 async fn counters_move_while_a_viewer_holds_a_slot() {
     let (lookout, server, _state) = start(&[]);
     let idle = scrape(&server).await;
@@ -169,6 +201,13 @@ async fn counters_move_while_a_viewer_holds_a_slot() {
     assert!(busy.get("lookout_encode_seconds_count") >= 30.0);
     assert!(busy.get("lookout_encode_seconds_sum") > 0.0);
     assert!(busy.get("lookout_encoded_bytes_total") > 10_000.0);
+    // This viewer holds a slot but never connects (no WebRTC here): it is
+    // encoded for, and sent nothing (a connected one:
+    // `a_connected_page_viewer_is_sent_bytes_with_a_capture_to_send_time_each`).
+    assert_eq!(busy.get("lookout_sent_bytes_total{transport=\"page\"}"), 0.0);
+    assert_eq!(busy.get("lookout_sent_bytes_total{transport=\"whep\"}"), 0.0);
+    assert_eq!(busy.get("lookout_capture_to_send_seconds_count"), 0.0);
+    assert_eq!(busy.families.get("lookout_capture_to_send_seconds").map(String::as_str), Some("histogram"));
     let keyframes = busy.get("lookout_keyframes_total{cause=\"requested\"}")
         + busy.get("lookout_keyframes_total{cause=\"encoder\"}");
     assert!(keyframes >= 1.0, "the stream starts on a keyframe");
@@ -180,4 +219,159 @@ async fn counters_move_while_a_viewer_holds_a_slot() {
         "encoding costs CPU"
     );
     viewer.close().await;
+}
+
+/// A page viewer that really connects: webrtc-rs (the stack the camera
+/// uses) in the browser's part. It joins the room over signaling, answers
+/// the camera's offer (its own candidates inside the answer), takes the
+/// camera's trickled candidates, and counts the RTP packets it receives.
+/// That the real page and a real browser work: tests/browser/.
+struct PageViewer {
+    pc: Arc<dyn PeerConnection>,
+    signaling: SignalingClient,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    gathered: watch::Receiver<bool>,
+    packets: Arc<AtomicU64>,
+}
+
+struct ViewerHandler {
+    state: watch::Sender<RTCPeerConnectionState>,
+    gathered: watch::Sender<bool>,
+    packets: Arc<AtomicU64>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for ViewerHandler {
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.state.send_replace(state);
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.send_replace(true);
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let packets = self.packets.clone();
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(_) => {
+                        packets.fetch_add(1, Ordering::Relaxed);
+                    }
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+impl PageViewer {
+    /// Joins the camera's room; the camera offers at once.
+    async fn join(server: &RemoteServer) -> PageViewer {
+        let mut signaling = server.client().await;
+        let joined = signaling.join(&server.identity.room_secret().expose_hex()).await;
+        assert_eq!(joined["type"], "Joined", "{joined}");
+        let mut media = MediaEngine::default();
+        media.register_default_codecs().expect("the default codecs");
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let (gathered_tx, gathered) = watch::channel(false);
+        let packets = Arc::new(AtomicU64::new(0));
+        let handler = ViewerHandler { state: state_tx, gathered: gathered_tx, packets: packets.clone() };
+        // The camera offers `a=setup:active` (it is the DTLS client; see
+        // peer::signal::offer_for_browser): answer `passive` as browsers do
+        // (webrtc-rs would answer `active` too, and neither would serve).
+        let setting = SettingEngineBuilder::new().with_answering_dtls_role(RTCDtlsRole::Server).build();
+        let pc = PeerConnectionBuilder::new()
+            .with_media_engine(media)
+            .with_setting_engine(setting)
+            .with_handler(Arc::new(handler))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await
+            .expect("a peer connection");
+        PageViewer { pc: Arc::new(pc), signaling, state, gathered, packets }
+    }
+
+    /// Answers the offer, takes candidates, until `packets` RTP packets
+    /// arrived (or panics after `within`).
+    async fn receive(&mut self, packets: u64, within: Duration, lookout: &LookoutProcess) {
+        let deadline = Instant::now() + within;
+        while self.packets.load(Ordering::Relaxed) < packets {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {packets} RTP packets, connection {:?}; log:\n{}",
+                self.packets.load(Ordering::Relaxed),
+                *self.state.borrow(),
+                lookout.log()
+            );
+            let Some(Received::Json(message)) = self.signaling.next_within(Duration::from_millis(100)).await
+            else {
+                continue;
+            };
+            if message["type"] != "Room/Signal" {
+                continue;
+            }
+            let (from, signal) = (message["from"].clone(), &message["signal"]);
+            if signal["type"] == "offer" {
+                let offer: RTCSessionDescription = serde_json::from_value(signal.clone()).expect("an offer");
+                self.pc.set_remote_description(offer).await.expect("the offer applies");
+                let answer = self.pc.create_answer(None).await.expect("an answer");
+                self.pc.set_local_description(answer).await.expect("the answer applies");
+                // Host candidates on loopback: gathered at once.
+                let mut gathered = self.gathered.clone();
+                let _ = tokio::time::timeout(Duration::from_secs(5), gathered.wait_for(|done| *done)).await;
+                let answer = self.pc.local_description().await.expect("a local description");
+                let signal = json!({"type": "answer", "sdp": answer.sdp});
+                self.signaling.send(json!({"type": "Signal", "to": from, "signal": signal})).await;
+            } else if signal["candidate"].as_str().is_some_and(|c| !c.is_empty()) {
+                let candidate: RTCIceCandidateInit =
+                    serde_json::from_value(signal.clone()).expect("a candidate");
+                self.pc.add_ice_candidate(candidate).await.expect("the candidate applies");
+            }
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.pc.close().await;
+        self.signaling.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_page_viewer_is_sent_bytes_with_a_capture_to_send_time_each() {
+    let (lookout, server, _state) = start(&[]);
+    let mut viewer = PageViewer::join(&server).await;
+    viewer.receive(100, Duration::from_secs(20), &lookout).await;
+    let first = scrape(&server).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = scrape(&server).await;
+    viewer.close().await;
+
+    let page = "lookout_sent_bytes_total{transport=\"page\"}";
+    assert!(first.get(page) > 10_000.0, "the keyframe and more were sent: {}", first.get(page));
+    assert!(second.get(page) > first.get(page), "sending goes on");
+    assert!(
+        second.get(page) <= second.get("lookout_encoded_bytes_total"),
+        "one viewer, at most what was encoded"
+    );
+    assert_eq!(second.get("lookout_sent_bytes_total{transport=\"whep\"}"), 0.0);
+    let count = |s: &Scrape| s.get("lookout_capture_to_send_seconds_count");
+    let sum = |s: &Scrape| s.get("lookout_capture_to_send_seconds_sum");
+    let sends = count(&second) - count(&first);
+    assert!(sends >= 15.0, "about 30 frames sent in 1 s: {sends}");
+    let mean = (sum(&second) - sum(&first)) / sends;
+    let encode = (second.get("lookout_encode_seconds_sum") - first.get("lookout_encode_seconds_sum"))
+        / (second.get("lookout_encode_seconds_count") - first.get("lookout_encode_seconds_count"));
+    println!(
+        "in 1 s: {sends} frames sent, {} bytes; capture to send {:.1} ms on average (encoding {:.1} ms)",
+        second.get(page) - first.get(page),
+        mean * 1000.0,
+        encode * 1000.0
+    );
+    assert!(mean > 0.0 && mean < 1.0, "capture to send {mean} s");
+    assert_eq!(second.get("lookout_capture_to_send_seconds_bucket{le=\"+Inf\"}"), count(&second));
+    assert_eq!(second.families.get("lookout_sent_bytes").map(String::as_str), Some("counter"));
 }

@@ -25,6 +25,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::{add_security_headers, method_not_allowed, text, AppState, Body};
+use crate::netlog::NetEvent;
 use crate::whep::WhepError;
 
 /// The largest offer accepted (a browser's offer with every codec is ~6 kB).
@@ -51,10 +52,13 @@ pub(super) async fn handle(request: Request<Incoming>, state: &AppState, peer: S
     let cors = match cors_origin(&request, state) {
         Ok(cors) => cors,
         Err(()) => {
+            // Counted like a foreign WebSocket upgrade: `/metrics`'s
+            // `foreign_origin` and the network log's line, never one line each.
+            state.log.count(NetEvent::ForeignOrigin, peer.ip());
             return text(
                 StatusCode::FORBIDDEN,
                 "this origin may not use /whep; see --whep-allow-origin in docs/whep.md\n",
-            )
+            );
         }
     };
     let path = request.uri().path().to_owned();

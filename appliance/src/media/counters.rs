@@ -1,14 +1,18 @@
 //! Counters of the media path that only `/metrics` reads.
 //!
-//! The encoder thread adds to them once per encoded frame (a few relaxed
-//! atomic adds and one histogram observation); everything else `/metrics`
-//! shows is read from state that exists anyway (`CameraStatus`, the fan-out)
-//! at scrape time.
+//! The encoder thread adds to [`MediaCounters`] once per encoded frame (a
+//! few relaxed atomic adds and one histogram observation); each viewer's
+//! send task adds to [`SendCounters`] once per frame it hands to its track
+//! (one atomic add and one histogram observation). Everything else
+//! `/metrics` shows is read from state that exists anyway (`CameraStatus`,
+//! the fan-out) at scrape time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+use crate::viewers::Transport;
 
 /// Shared between the encoder thread and the `/metrics` handler.
 #[derive(Debug)]
@@ -79,9 +83,116 @@ impl MediaCounters {
     }
 }
 
+/// Upper bounds (seconds) of the capture-to-send buckets: fine where a
+/// healthy stream lives (the encode, a few milliseconds, plus at most a
+/// frame period or two of queueing at 30 fps), coarse beyond 200 ms where
+/// the figure only says "something is stuck".
+pub const CAPTURE_TO_SEND_BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5];
+
+/// What the viewers' send tasks count: shared by every viewer (through the
+/// fan-out) and the `/metrics` handler. Labels are the transport only, never
+/// the viewer, so the series stay two however many viewers come and go.
+#[derive(Debug)]
+pub struct SendCounters {
+    /// Seconds from a frame's capture to its hand-over to a viewer's track,
+    /// once per frame per viewer.
+    capture_to_send: Histogram,
+    /// H.264 bytes handed to viewers' tracks, by [`Transport::ALL`] index.
+    sent_bytes: [AtomicU64; Transport::ALL.len()],
+}
+
+impl Default for SendCounters {
+    fn default() -> Self {
+        SendCounters {
+            capture_to_send: Histogram::new(CAPTURE_TO_SEND_BUCKETS),
+            sent_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl SendCounters {
+    /// A viewer that came by `transport` handed a frame of `bytes`, captured
+    /// at `captured` (monotonic clock), to its track at `sent`.
+    pub fn sent(&self, transport: Transport, bytes: usize, captured: Instant, sent: Instant) {
+        self.capture_to_send.observe(capture_to_send(captured, sent).as_secs_f64());
+        self.sent_bytes[transport_index(transport)].fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// The capture-to-send histogram (encoded as it is by `/metrics`).
+    pub fn capture_to_send_seconds(&self) -> &Histogram {
+        &self.capture_to_send
+    }
+
+    /// Bytes handed to viewers' tracks since the start, for each transport
+    /// (zeros too), summed over that transport's viewers.
+    pub fn sent_bytes(&self) -> [(Transport, u64); Transport::ALL.len()] {
+        Transport::ALL.map(|t| (t, self.sent_bytes[transport_index(t)].load(Ordering::Relaxed)))
+    }
+}
+
+fn transport_index(transport: Transport) -> usize {
+    match transport {
+        Transport::Page => 0,
+        Transport::Whep => 1,
+    }
+}
+
+/// The time from capture to send. Both are monotonic-clock instants, so a
+/// wall-clock step (NTP setting the time on a Pi without RTC) cannot show
+/// up here; a capture time after the send (a camera clock that runs ahead,
+/// which a monotonic source never does) counts as zero, not as a panic.
+pub fn capture_to_send(captured: Instant, sent: Instant) -> Duration {
+    sent.saturating_duration_since(captured)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sent_bytes_add_up_per_transport_and_latency_is_observed_per_send() {
+        let counters = SendCounters::default();
+        let captured = Instant::now();
+        // One frame to two page viewers and a WHEP viewer: three sends.
+        counters.sent(Transport::Page, 1000, captured, captured + Duration::from_millis(12));
+        counters.sent(Transport::Page, 1000, captured, captured + Duration::from_millis(14));
+        counters.sent(Transport::Whep, 1000, captured, captured + Duration::from_millis(40));
+        assert_eq!(counters.sent_bytes(), [(Transport::Page, 2000), (Transport::Whep, 1000)]);
+        let (sum, count) = sum_and_count(counters.capture_to_send_seconds());
+        assert_eq!(count, 3);
+        assert!((sum - 0.066).abs() < 1e-9, "{sum}");
+    }
+
+    /// A histogram's sum and count, read from its text encoding (the crate
+    /// gives them directly only with its test feature).
+    fn sum_and_count(histogram: &Histogram) -> (f64, u64) {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("h", "", histogram.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+                .to_owned()
+        };
+        (value("h_sum").parse().unwrap(), value("h_count").parse().unwrap())
+    }
+
+    #[test]
+    fn a_capture_time_after_the_send_counts_as_zero() {
+        let sent = Instant::now();
+        assert_eq!(capture_to_send(sent + Duration::from_millis(5), sent), Duration::ZERO);
+        assert_eq!(capture_to_send(sent, sent + Duration::from_millis(33)), Duration::from_millis(33));
+    }
+
+    #[test]
+    fn the_buckets_rise_and_cover_one_to_two_hundred_milliseconds() {
+        assert!(CAPTURE_TO_SEND_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+        const { assert!(CAPTURE_TO_SEND_BUCKETS[0] <= 0.001) };
+        assert!(CAPTURE_TO_SEND_BUCKETS.contains(&0.2));
+    }
 
     #[test]
     fn keyframes_are_counted_by_cause_and_bytes_add_up() {

@@ -17,7 +17,9 @@
 //! the fresh estimates.
 //!
 //! The fan-out carries the one [`ViewerCount`] (written by the signaling
-//! hub): [`Fanout::viewer_count`] is what the encoder gate reads.
+//! hub): [`Fanout::viewer_count`] is what the encoder gate reads. It also
+//! carries the viewers' [`SendCounters`] (`/metrics`), since every viewer's
+//! send task already holds it.
 //!
 //! Only the [`Fanout`] holds the channel's sender; feeds hold the shared
 //! state without it. [`Fanout::close`] (the pipeline ending for good) drops
@@ -31,6 +33,7 @@ use std::time::Instant;
 
 use tokio::sync::broadcast;
 
+use super::counters::SendCounters;
 use super::encoder::EncodedFrame;
 use super::rate::{viewer_max_layer, KeyframeLimiter, ESTIMATE_FRESH};
 use crate::viewers::ViewerCount;
@@ -59,6 +62,8 @@ struct Shared {
     dropped_lagged: AtomicU64,
     /// Frames viewers skipped while waiting for a keyframe, summed.
     dropped_waiting: AtomicU64,
+    /// What the viewers' send tasks handed to their tracks (`/metrics`).
+    sent: SendCounters,
 }
 
 /// Frames not sent to viewers since the start, by cause, summed over viewers.
@@ -94,6 +99,7 @@ impl Fanout {
                 viewers: ViewerCount::new(),
                 dropped_lagged: AtomicU64::new(0),
                 dropped_waiting: AtomicU64::new(0),
+                sent: SendCounters::default(),
             }),
         }
     }
@@ -172,6 +178,12 @@ impl Fanout {
             lagged: self.shared.dropped_lagged.load(Ordering::Relaxed),
             waiting_for_keyframe: self.shared.dropped_waiting.load(Ordering::Relaxed),
         }
+    }
+
+    /// What the viewers' send tasks count: bytes handed to their tracks and
+    /// each frame's capture-to-send time.
+    pub fn sent(&self) -> &SendCounters {
+        &self.shared.sent
     }
 
     /// A new viewer's feed. Its first frame will be a keyframe.

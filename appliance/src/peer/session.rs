@@ -36,6 +36,7 @@ use super::signal::{candidate_json, first_mid, offer_for_browser, ViewerSignal};
 use super::video_track::VideoTrack;
 use crate::media::fanout::{Fanout, FeedClosed};
 use crate::signaling::ClientId;
+use crate::viewers::Transport;
 
 /// Sends a signal to this session's viewer.
 pub type SignalSink = Arc<dyn Fn(Value) + Send + Sync>;
@@ -304,6 +305,12 @@ impl Setup {
         let Setup { viewer, codec, pc, fanout, send, events, estimate, candidate_rx, state_rx, gathered_rx } =
             self;
 
+        // What `/metrics` counts this viewer's sent bytes under.
+        let transport = match role {
+            Role::Offerer => Transport::Page,
+            Role::Answerer(_) => Transport::Whep,
+        };
+
         // One track per connection: a track binds to one connection only.
         let ssrc = rand::random::<u32>();
         let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
@@ -372,7 +379,17 @@ impl Setup {
         ));
         let keyframe_wanted = Arc::new(AtomicBool::new(false));
         tokio::spawn(keyframe_request_task(track.clone(), keyframe_wanted.clone()));
-        tokio::spawn(media_task(viewer, video, sender, fanout, state_rx, estimate, events, keyframe_wanted));
+        tokio::spawn(media_task(
+            viewer,
+            transport,
+            video,
+            sender,
+            fanout,
+            state_rx,
+            estimate,
+            events,
+            keyframe_wanted,
+        ));
         Ok((ViewerSession { viewer, pc, inputs, send, gathered: gathered_rx }, answer))
     }
 }
@@ -541,10 +558,12 @@ async fn keyframe_request_task(track: Arc<TrackLocalStaticRTP>, wanted: Arc<Atom
 }
 
 /// Writes the fan-out's frames to the track once the connection is up; the
-/// viewer subscribes (is counted, and gets its keyframe) only then.
+/// viewer subscribes (is counted, and gets its keyframe) only then. Each
+/// frame written is counted for `/metrics` under the viewer's `transport`.
 #[allow(clippy::too_many_arguments)]
 async fn media_task(
     viewer: ClientId,
+    transport: Transport,
     mut video: VideoTrack,
     sender: Arc<dyn RtpSender>,
     fanout: Fanout,
@@ -609,6 +628,11 @@ async fn media_task(
             tracing::debug!(%viewer, error = %e.to_string().chars().take(120).collect::<String>(), "media write ended");
             break EndReason::WriteFailed;
         }
+        // Once per frame per viewer, when its packets are queued on this
+        // viewer's connection: each viewer's own wait (its turn on the
+        // runtime, its connection's back-pressure) is part of its latency,
+        // and the count matches the bytes, which are per viewer too.
+        fanout.sent().sent(transport, frame.data.len(), frame.captured_mono, Instant::now());
         if keyframe_wanted.swap(false, Ordering::Relaxed) {
             feed.request_keyframe();
         }

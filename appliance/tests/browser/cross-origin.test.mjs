@@ -56,6 +56,6 @@ test('a page from another origin cannot open /signal; the camera page can', asyn
   await context.close();
 
   await lookout.stop();
-  assert.match(lookout.log(), /WebSocket upgrades refused \(foreign Origin\) from 127\.0\.0\.1/,
+  assert.match(lookout.log(), /WebSocket upgrades and WHEP requests refused \(foreign Origin\) from 127\.0\.0\.1/,
     'the camera refused the foreign page by its Origin (not for another reason)');
 });

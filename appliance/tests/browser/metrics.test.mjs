@@ -2,7 +2,8 @@
 // binary streams its test pattern to Chromium; /metrics (fetched with the
 // room secret as a bearer token, parsed by the Prometheus project's
 // OpenMetrics parser through ../parse_metrics.py) shows one streaming page
-// viewer and the encoder's counters moving; a /snapshot.jpg decodes in
+// viewer, the encoder's counters moving, and the bytes sent to that viewer
+// and their capture-to-send times; a /snapshot.jpg decodes in
 // Chromium at the asked width while the stream plays.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -56,6 +57,22 @@ test('while Chromium watches, /metrics counts one streaming page viewer and the 
   assert.ok(second['lookout_keyframes_total{cause="requested"}'] >= 1, 'the viewer started on an asked-for keyframe');
   assert.ok(second.lookout_encoder_target_bits_per_second > 0);
   assert.equal(second.lookout_camera_up, 1);
+
+  // What was handed to this viewer's track: its bytes under `page`, and
+  // one capture-to-send time per frame, each well under a second.
+  const sent = (m) => m['lookout_sent_bytes_total{transport="page"}'];
+  const sends = second.lookout_capture_to_send_seconds_count - first.lookout_capture_to_send_seconds_count;
+  const meanMs = 1000 * (second.lookout_capture_to_send_seconds_sum - first.lookout_capture_to_send_seconds_sum) / sends;
+  const encodeMs = 1000 * (second.lookout_encode_seconds_sum - first.lookout_encode_seconds_sum)
+    / (second.lookout_encode_seconds_count - first.lookout_encode_seconds_count);
+  console.log(`in 2 s: ${sent(second) - sent(first)} bytes sent to the page viewer, ${sends} frames, `
+    + `capture to send ${meanMs.toFixed(1)} ms on average (of which encoding ${encodeMs.toFixed(1)} ms)`);
+  assert.ok(sent(second) > sent(first), 'bytes were sent to the page viewer');
+  assert.ok(sent(second) <= second.lookout_encoded_bytes_total, 'one viewer is sent at most what was encoded');
+  assert.equal(second['lookout_sent_bytes_total{transport="whep"}'], 0);
+  assert.ok(sends >= 30, `about 60 frames sent in 2 s, got ${sends}`);
+  assert.ok(meanMs > 0 && meanMs < 1000, `capture to send ${meanMs} ms`);
+  assert.equal(second['lookout_capture_to_send_seconds_bucket{le="+Inf"}'], second.lookout_capture_to_send_seconds_count);
 
   // A snapshot while the stream plays, decoded by Chromium's own JPEG decoder.
   const size = await page.evaluate(async (token) => {

@@ -102,6 +102,12 @@ test('whip-whep in Chromium on another origin plays live frames; stopping it fre
   await own.close();
   assert.match(metrics, /^lookout_viewers\{transport="whep"\} 1$/m);
   assert.match(metrics, /^lookout_viewers\{transport="page"\} 0$/m);
+  // What was handed to the WHEP viewer's track counts under `whep`.
+  const sentWhep = Number(/^lookout_sent_bytes_total\{transport="whep"\} (\d+)$/m.exec(metrics)?.[1]);
+  assert.ok(sentWhep > 10000, `bytes sent to the WHEP viewer: ${sentWhep}`);
+  assert.match(metrics, /^lookout_sent_bytes_total\{transport="page"\} 0$/m);
+  const sends = Number(/^lookout_capture_to_send_seconds_count (\d+)$/m.exec(metrics)?.[1]);
+  assert.ok(sends >= 30, `a capture-to-send time per frame sent: ${sends}`);
 
   // An ICE restart through the client's own PATCH (new credentials both
   // ways): the session and its slot are kept, and the stream goes on.
