@@ -9,8 +9,9 @@ use lookout::needs_provisioning::NeedsProvisioning;
 use lookout::settings::Cli;
 
 fn main() -> ExitCode {
-    // Before any thread starts: media restarts must not leave arenas behind.
-    lookout::allocator::limit_arenas();
+    // Before any thread starts: media restarts must not leave freed frames
+    // resident (see the module).
+    lookout::allocator::tune();
     let loaded = match Cli::load(std::env::args_os().collect()) {
         Ok(loaded) => loaded,
         Err(e) => e.exit(),
