@@ -106,6 +106,9 @@ if ! skip browser; then
     # About 65 s: a minute of a camera that loses every third frame (issue 13, capture-clock timing).
     step "browser: RTP timestamps follow capture time, latency flat with lost frames (Chromium, 60 s)"
     browser_tests timing.test.mjs
+    # About 20 s: Chromium negotiates the playout-delay extension and shows frames at once (issue 14).
+    step "browser: no playout delay (Chromium shows each frame as soon as it is decoded)"
+    browser_tests playout.test.mjs
     # About 25 s: a viewer held to the base temporal layer decodes every frame it gets (issue 13).
     step "browser: a base-layer-only viewer decodes at half the frame rate, no freezes (Chromium)"
     browser_tests layers.test.mjs

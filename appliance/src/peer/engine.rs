@@ -161,6 +161,16 @@ impl Engine {
                 None,
             )
             .map_err(|e| EngineError(e.to_string()))?;
+        // The playout-delay extension (see `video_track::PLAYOUT_DELAY`):
+        // a live camera asks the browser to show each frame as soon as it is
+        // decoded, not to build a smoothing buffer that only grows.
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: crate::peer::video_track::PLAYOUT_DELAY_URI.to_owned() },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(|e| EngineError(e.to_string()))?;
         let interceptors = interceptors
             .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
             .with(

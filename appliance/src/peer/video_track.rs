@@ -17,11 +17,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
+use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::packetizer::{new_packetizer, Packetizer};
 use rtc::rtp::sequence::new_random_sequencer;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::TrackLocal;
 
 use crate::media::encoder::EncodedFrame;
 
@@ -29,6 +30,19 @@ use crate::media::encoder::EncodedFrame;
 pub const CLOCK_RATE: u64 = 90_000;
 /// Packets are at most this big (what webrtc-rs's sample track uses).
 const RTP_MTU: usize = 1200;
+
+/// The RTP header extension that tells the receiver how long it may hold a
+/// frame before showing it (registered for video in `engine`).
+pub const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+
+/// The playout delay every packet asks for: none (minimum and maximum 0).
+/// A camera has no audio to keep in sync and its viewers want the present,
+/// so the browser shows each frame as soon as it is decoded. Without it,
+/// Chromium sizes a smoothing buffer from the jitter it has seen, which
+/// only ever grows over a session: the latency climbed by a compositor
+/// interval at a time (docs/performance.md, "The first second and the
+/// minute after").
+pub const PLAYOUT_DELAY: PlayoutDelayExtension = PlayoutDelayExtension { min_delay: 0, max_delay: 0 };
 
 /// Maps capture times to RTP timestamps for one viewer: 90 kHz ticks since
 /// the first frame, from a random base, wrapping at 2³².
@@ -121,7 +135,10 @@ impl VideoTrack {
         for mut packet in packets {
             packet.header.timestamp = timestamp;
             packet.header.payload_type = payload_type;
-            self.track.write_rtp(packet).await.map_err(|e| VideoTrackError::Write(e.to_string()))?;
+            self.track
+                .write_rtp_with_extensions(packet, &[HeaderExtension::PlayoutDelay(PLAYOUT_DELAY)])
+                .await
+                .map_err(|e| VideoTrackError::Write(e.to_string()))?;
         }
         Ok(())
     }
