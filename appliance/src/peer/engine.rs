@@ -154,23 +154,20 @@ impl Engine {
             RTCPFeedback { typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(), parameter: String::new() },
             RtpCodecKind::Video,
         );
-        media
-            .register_header_extension(
-                RTCRtpHeaderExtensionCapability { uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned() },
-                RtpCodecKind::Video,
-                None,
-            )
-            .map_err(|e| EngineError(e.to_string()))?;
-        // The playout-delay extension (see `video_track::PLAYOUT_DELAY`):
-        // a live camera asks the browser to show each frame as soon as it is
-        // decoded, not to build a smoothing buffer that only grows.
-        media
-            .register_header_extension(
-                RTCRtpHeaderExtensionCapability { uri: crate::peer::video_track::PLAYOUT_DELAY_URI.to_owned() },
-                RtpCodecKind::Video,
-                None,
-            )
-            .map_err(|e| EngineError(e.to_string()))?;
+        // The video header extensions: transport-wide sequence numbers for
+        // the congestion control above, and playout delay (see
+        // `video_track::PLAYOUT_DELAY`): a live camera asks the browser to
+        // show each frame as soon as it is decoded, not to build a smoothing
+        // buffer that only grows.
+        for uri in [rtc::sdp::extmap::TRANSPORT_CC_URI, crate::peer::video_track::PLAYOUT_DELAY_URI] {
+            media
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+                    RtpCodecKind::Video,
+                    None,
+                )
+                .map_err(|e| EngineError(e.to_string()))?;
+        }
         let interceptors = interceptors
             .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
             .with(
