@@ -17,13 +17,15 @@
 // build, its own network namespace). Environment: BENCH_RUNS (first-frame
 // runs, default 10), BENCH_SECONDS (time series, default 60), BENCH_IDLE_MS
 // (idle time before each first-frame run, default 2500), BENCH_ONLY
-// (`720p` or `1080p`).
+// (`720p` or `1080p`), BENCH_ARGS (more `lookout` options, split at spaces,
+// e.g. `--encoder-threads 1`).
 import { launchBrowser, startLookout } from './harness.mjs';
 
 const RUNS = Number(process.env.BENCH_RUNS || 10);
 const SECONDS = Number(process.env.BENCH_SECONDS || 60);
 const IDLE_MS = Number(process.env.BENCH_IDLE_MS || 2500);
 const ONLY = process.env.BENCH_ONLY || '';
+const EXTRA_ARGS = (process.env.BENCH_ARGS || '').split(' ').filter(Boolean);
 
 function quantile(values, q) {
   if (values.length === 0) return NaN;
@@ -245,7 +247,7 @@ const browser = await launchBrowser();
 try {
   console.log(`lookout latency benchmark (${process.env.LOOKOUT_BIN || 'target/debug/lookout'}), Chromium on loopback`);
   for (const config of configs) {
-    const lookout = await startLookout({ args: [...config.args, '--log', 'info,lookout::bench=debug'] });
+    const lookout = await startLookout({ args: [...config.args, ...EXTRA_ARGS, '--log', 'info,lookout::bench=debug'] });
     try {
       await firstFrames(browser, lookout, config.label);
       await sleep(IDLE_MS);
