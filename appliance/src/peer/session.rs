@@ -33,7 +33,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
 
 use super::engine::{h264_codec, Engine, PeerSettings};
 use super::signal::{candidate_json, first_mid, offer_for_browser, ViewerSignal};
-use super::video_track::VideoTrack;
+use super::video_track::{Negotiated, VideoTrack};
 use crate::media::fanout::{Fanout, FeedClosed};
 use crate::signaling::ClientId;
 use crate::viewers::Transport;
@@ -587,9 +587,13 @@ async fn media_task(
     if !matches!(connected, Ok(true)) {
         return;
     }
-    let payload_type = match sender.get_parameters().await {
-        Ok(parameters) => match parameters.rtp_parameters.codecs.first() {
-            Some(codec) => codec.payload_type,
+    // The payload type and extension IDs the sender checks packets against.
+    let negotiated = match sender.get_parameters().await {
+        Ok(parameters) => match Negotiated::from_parameters(
+            &parameters.rtp_parameters.codecs,
+            &parameters.rtp_parameters.header_extensions,
+        ) {
+            Some(negotiated) => negotiated,
             None => {
                 tracing::warn!(%viewer, "no codec negotiated");
                 return;
@@ -624,7 +628,7 @@ async fn media_task(
                 continue;
             }
         };
-        if let Err(e) = video.write(&frame, payload_type).await {
+        if let Err(e) = video.write(&frame, negotiated).await {
             tracing::debug!(%viewer, error = %e.to_string().chars().take(120).collect::<String>(), "media write ended");
             break EndReason::WriteFailed;
         }

@@ -17,12 +17,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
-use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::packetizer::{new_packetizer, Packetizer};
 use rtc::rtp::sequence::new_random_sequencer;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use rtc::shared::marshal::Marshal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
 
 use crate::media::encoder::EncodedFrame;
 
@@ -85,6 +87,35 @@ fn ticks(elapsed: std::time::Duration) -> u64 {
     u64::try_from(elapsed.as_nanos() * u128::from(CLOCK_RATE) / 1_000_000_000).unwrap_or(u64::MAX / 2)
 }
 
+/// What the connection agreed on that each packet needs: read from the
+/// sender's negotiated parameters once the connection is up. The IDs are the
+/// negotiated ones, which are the offerer's: the camera's own for a page
+/// viewer, the player's for a WHEP viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    pub payload_type: u8,
+    /// The playout-delay extension's ID, if the viewer accepted it.
+    pub playout_delay_id: Option<u8>,
+}
+
+impl Negotiated {
+    /// From the sender's negotiated codecs and header extensions; `None`
+    /// without a codec. An extension ID a one-byte header cannot carry is
+    /// treated as not negotiated.
+    pub fn from_parameters(
+        codecs: &[rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters],
+        extensions: &[rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionParameters],
+    ) -> Option<Negotiated> {
+        let payload_type = codecs.first()?.payload_type;
+        let playout_delay_id = extensions
+            .iter()
+            .find(|e| e.uri == PLAYOUT_DELAY_URI)
+            .and_then(|e| u8::try_from(e.id).ok())
+            .filter(|id| (1..=14).contains(id));
+        Some(Negotiated { payload_type, playout_delay_id })
+    }
+}
+
 /// Why a frame could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum VideoTrackError {
@@ -101,6 +132,8 @@ pub struct VideoTrack {
     track: Arc<TrackLocalStaticRTP>,
     packetizer: Box<dyn Packetizer>,
     clock: RtpClock,
+    /// [`PLAYOUT_DELAY`], marshalled once.
+    playout_delay: Bytes,
 }
 
 impl VideoTrack {
@@ -122,11 +155,23 @@ impl VideoTrack {
             Box::new(new_random_sequencer()),
             codec.clock_rate,
         );
-        Ok(VideoTrack { track, packetizer: Box::new(packetizer), clock: RtpClock::new(rand::random()) })
+        let playout_delay =
+            PLAYOUT_DELAY.marshal().map_err(|e| VideoTrackError::Codec(e.to_string()))?.freeze();
+        Ok(VideoTrack {
+            track,
+            packetizer: Box::new(packetizer),
+            clock: RtpClock::new(rand::random()),
+            playout_delay,
+        })
     }
 
-    /// Sends one frame as RTP packets stamped with its capture time.
-    pub async fn write(&mut self, frame: &EncodedFrame, payload_type: u8) -> Result<(), VideoTrackError> {
+    /// Sends one frame as RTP packets stamped with its capture time, each
+    /// asking for no playout delay if the viewer accepted the extension.
+    pub async fn write(
+        &mut self,
+        frame: &EncodedFrame,
+        negotiated: Negotiated,
+    ) -> Result<(), VideoTrackError> {
         let timestamp = self.clock.timestamp(frame.captured_mono);
         let packets = self
             .packetizer
@@ -134,11 +179,14 @@ impl VideoTrack {
             .map_err(|e| VideoTrackError::Packetize(e.to_string()))?;
         for mut packet in packets {
             packet.header.timestamp = timestamp;
-            packet.header.payload_type = payload_type;
-            self.track
-                .write_rtp_with_extensions(packet, &[HeaderExtension::PlayoutDelay(PLAYOUT_DELAY)])
-                .await
-                .map_err(|e| VideoTrackError::Write(e.to_string()))?;
+            packet.header.payload_type = negotiated.payload_type;
+            if let Some(id) = negotiated.playout_delay_id {
+                packet
+                    .header
+                    .set_extension(id, self.playout_delay.clone())
+                    .map_err(|e| VideoTrackError::Packetize(e.to_string()))?;
+            }
+            self.track.write_rtp(packet).await.map_err(|e| VideoTrackError::Write(e.to_string()))?;
         }
         Ok(())
     }
@@ -150,6 +198,54 @@ mod tests {
     use std::time::Duration;
 
     const FRAME: Duration = Duration::from_nanos(33_333_333);
+
+    fn extension(uri: &str, id: u16) -> rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionParameters {
+        rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionParameters {
+            uri: uri.to_owned(),
+            id,
+            ..Default::default()
+        }
+    }
+
+    fn h264(payload_type: u8) -> rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters {
+        rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters { payload_type, ..Default::default() }
+    }
+
+    #[test]
+    fn the_playout_delay_id_is_the_negotiated_one() {
+        let extensions = [extension(rtc::sdp::extmap::TRANSPORT_CC_URI, 3), extension(PLAYOUT_DELAY_URI, 5)];
+        assert_eq!(
+            Negotiated::from_parameters(&[h264(102)], &extensions),
+            Some(Negotiated { payload_type: 102, playout_delay_id: Some(5) })
+        );
+    }
+
+    #[test]
+    fn a_viewer_without_the_extension_gets_packets_without_it() {
+        let extensions = [extension(rtc::sdp::extmap::TRANSPORT_CC_URI, 3)];
+        assert_eq!(
+            Negotiated::from_parameters(&[h264(96)], &extensions),
+            Some(Negotiated { payload_type: 96, playout_delay_id: None })
+        );
+        // A two-byte-header ID is not sent (every other extension here is one-byte).
+        assert_eq!(
+            Negotiated::from_parameters(&[h264(96)], &[extension(PLAYOUT_DELAY_URI, 15)])
+                .unwrap()
+                .playout_delay_id,
+            None
+        );
+    }
+
+    #[test]
+    fn no_codec_means_nothing_to_send() {
+        assert_eq!(Negotiated::from_parameters(&[], &[extension(PLAYOUT_DELAY_URI, 2)]), None);
+    }
+
+    #[test]
+    fn the_playout_delay_asks_for_none() {
+        let bytes = PLAYOUT_DELAY.marshal().unwrap();
+        assert_eq!(&bytes[..], &[0, 0, 0]);
+    }
 
     #[test]
     fn consecutive_frames_are_one_frame_period_apart() {
