@@ -22,10 +22,10 @@
 //!   connections are freed piecemeal as they close): `malloc_trim(0)` hands
 //!   the free pages of every arena back to the kernel.
 //!
-//! The price of the fixed threshold is one `mmap`/`munmap` pair per big
-//! block: the big blocks are made when an encoder starts or a picture size
-//! changes (about 8 a second over the soak's churn of joins and restarts),
-//! not per frame.
+//! The price of the fixed threshold is one `mmap`/`munmap` pair, and the
+//! page faults of a fresh mapping, per big block: the test pattern's planes
+//! (three a frame while someone watches) and an encoder's buffers when it
+//! starts. Not yet measured (docs/performance.md, "Soak").
 
 /// The most arenas glibc may create (its default is 8 per core).
 pub const ARENAS: i32 = 2;
