@@ -28,6 +28,11 @@ impl Transport {
     /// Every transport, in the order `/metrics` lists them.
     pub const ALL: [Transport; 2] = [Transport::Page, Transport::Whep];
 
+    /// This transport's position in [`Transport::ALL`] (for per-transport arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The `transport` label's value.
     pub fn label(self) -> &'static str {
         match self {
@@ -59,7 +64,14 @@ impl ViewerCount {
 
 #[cfg(test)]
 mod tests {
-    use super::ViewerCount;
+    use super::{Transport, ViewerCount};
+
+    #[test]
+    fn each_transport_indexes_its_place_in_all() {
+        for (position, transport) in Transport::ALL.into_iter().enumerate() {
+            assert_eq!(transport.index(), position, "{transport:?}");
+        }
+    }
 
     #[test]
     fn clones_share_one_count() {

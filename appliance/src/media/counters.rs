@@ -116,7 +116,7 @@ impl SendCounters {
     /// at `captured` (monotonic clock), to its track at `sent`.
     pub fn sent(&self, transport: Transport, bytes: usize, captured: Instant, sent: Instant) {
         self.capture_to_send.observe(capture_to_send(captured, sent).as_secs_f64());
-        self.sent_bytes[transport_index(transport)].fetch_add(bytes as u64, Ordering::Relaxed);
+        self.sent_bytes[transport.index()].fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// The capture-to-send histogram (encoded as it is by `/metrics`).
@@ -127,14 +127,7 @@ impl SendCounters {
     /// Bytes handed to viewers' tracks since the start, for each transport
     /// (zeros too), summed over that transport's viewers.
     pub fn sent_bytes(&self) -> [(Transport, u64); Transport::ALL.len()] {
-        Transport::ALL.map(|t| (t, self.sent_bytes[transport_index(t)].load(Ordering::Relaxed)))
-    }
-}
-
-fn transport_index(transport: Transport) -> usize {
-    match transport {
-        Transport::Page => 0,
-        Transport::Whep => 1,
+        Transport::ALL.map(|t| (t, self.sent_bytes[t.index()].load(Ordering::Relaxed)))
     }
 }
 
