@@ -23,9 +23,10 @@
 //!   the free pages of every arena back to the kernel.
 //!
 //! The price of the fixed threshold is one `mmap`/`munmap` pair, and the
-//! page faults of a fresh mapping, per big block: the test pattern's planes
-//! (three a frame while someone watches) and an encoder's buffers when it
-//! starts. Not yet measured (docs/performance.md, "Soak").
+//! page faults of a fresh mapping, per big block: every watched frame's
+//! planes (both sources allocate them per frame) and an encoder's buffers
+//! when it starts. A 720p test-pattern frame went from 0.08 to 0.71 ms
+//! (docs/performance.md, "Soak"); a plane-buffer pool would take it back.
 
 /// The most arenas glibc may create (its default is 8 per core).
 pub const ARENAS: i32 = 2;
