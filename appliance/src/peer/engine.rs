@@ -25,6 +25,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 
+use super::pacer_gauge::{GaugedPacer, PacerGauge};
 use crate::media::h264_level::H264Level;
 
 /// Payload type we offer for H.264.
@@ -123,6 +124,8 @@ pub struct Engine {
     pub interceptors: Registry,
     pub setting: SettingEngine,
     pub estimate: EstimateHandle,
+    /// What the connection's pacer holds (see `pacer_gauge`).
+    pub pacer: Arc<PacerGauge>,
 }
 
 /// Why the engine could not be built.
@@ -168,14 +171,16 @@ impl Engine {
                 )
                 .map_err(|e| EngineError(e.to_string()))?;
         }
+        // Wrapped so the viewer's send task sees the queue (and late
+        // retransmissions are dropped): `pacer_gauge`.
+        let (pacer, pacer_gauge) = GaugedPacer::new(
+            PacerBuilder::new()
+                .with_target_bitrate(f64::from(settings.initial_bitrate) * PACING_FACTOR)
+                .build(),
+        );
         let interceptors = interceptors
             .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
-            .with(
-                Slot::Pacer,
-                PacerBuilder::new()
-                    .with_target_bitrate(f64::from(settings.initial_bitrate) * PACING_FACTOR)
-                    .build(),
-            )
+            .with(Slot::Pacer, pacer)
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
             .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build());
         // The application-most slot, after every interceptor that consumes RTCP.
@@ -210,7 +215,7 @@ impl Engine {
             .with_ice_connection_attempts(Some(ICE_CHECK_INTERVAL), Some(70))
             .with_srflx_acceptance_min_wait(Some(Duration::from_millis(100)))
             .build();
-        Ok(Engine { media, interceptors, setting, estimate })
+        Ok(Engine { media, interceptors, setting, estimate, pacer: pacer_gauge })
     }
 }
 

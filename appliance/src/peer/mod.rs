@@ -5,14 +5,19 @@
 //! - [`engine`]: what every peer connection is built from: H.264 only,
 //!   NACK, RTCP reports, TWCC with the GCC estimator and pacing, and an
 //!   interceptor that hands PLI/FIR to the application.
+//! - [`pacer_gauge`]: the pacer with its queue visible; drops retransmissions
+//!   that would wait behind a long queue.
+//! - [`backlog`]: which frames a viewer is sent while its pacer is backed up.
 //! - [`signal`]: the JSON signals exchanged with browsers.
 //! - [`session`]: one viewer's peer connection and its sending task.
 //! - [`video_track`]: packetizes a viewer's frames with RTP timestamps from
 //!   their capture time (the 90 kHz capture clock).
 //! - [`camera`]: the camera's signaling client that creates and ends sessions.
 
+pub mod backlog;
 pub mod camera;
 pub mod engine;
+pub mod pacer_gauge;
 pub mod session;
 pub mod signal;
 pub mod video_track;

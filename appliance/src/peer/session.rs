@@ -31,7 +31,9 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, RtpSender};
 
+use super::backlog::{BacklogGate, Verdict};
 use super::engine::{h264_codec, Engine, PeerSettings};
+use super::pacer_gauge::PacerGauge;
 use super::signal::{candidate_json, first_mid, offer_for_browser, ViewerSignal};
 use super::video_track::{Negotiated, VideoTrack};
 use crate::media::fanout::{Fanout, FeedClosed};
@@ -61,6 +63,9 @@ fn webrtc_error(e: impl std::fmt::Display) -> SessionError {
 /// The tracing target of the first-frame timeline (`bench: <milestone>`
 /// events at debug level), read by `appliance/tests/browser/latency-bench.mjs`.
 pub const BENCH: &str = "lookout::bench";
+/// The tracing target of each viewer's link, once a second at debug level:
+/// its bandwidth estimate, what its pacer holds, what was skipped for it.
+pub const LINK: &str = "lookout::link";
 
 /// No answer from the viewer within this long ends the session.
 pub const ANSWER_DEADLINE: Duration = Duration::from_secs(15);
@@ -240,6 +245,7 @@ impl ViewerSession {
             send,
             events,
             estimate: engine.estimate,
+            pacer: engine.pacer,
             candidate_rx,
             state_rx,
             gathered_rx,
@@ -294,6 +300,7 @@ struct Setup {
     send: SignalSink,
     events: mpsc::UnboundedSender<SessionEvent>,
     estimate: super::engine::EstimateHandle,
+    pacer: Arc<PacerGauge>,
     candidate_rx: mpsc::UnboundedReceiver<RTCIceCandidate>,
     state_rx: watch::Receiver<RTCPeerConnectionState>,
     gathered_rx: watch::Receiver<u32>,
@@ -302,8 +309,19 @@ struct Setup {
 impl Setup {
     /// The session, and for [`Role::Answerer`] the answer's SDP.
     async fn run(self, role: Role) -> Result<(ViewerSession, Option<String>), SessionError> {
-        let Setup { viewer, codec, pc, fanout, send, events, estimate, candidate_rx, state_rx, gathered_rx } =
-            self;
+        let Setup {
+            viewer,
+            codec,
+            pc,
+            fanout,
+            send,
+            events,
+            estimate,
+            pacer,
+            candidate_rx,
+            state_rx,
+            gathered_rx,
+        } = self;
 
         // What `/metrics` counts this viewer's sent bytes under.
         let transport = match role {
@@ -387,6 +405,7 @@ impl Setup {
             fanout,
             state_rx,
             estimate,
+            pacer,
             events,
             keyframe_wanted,
         ));
@@ -569,6 +588,7 @@ async fn media_task(
     fanout: Fanout,
     mut state: watch::Receiver<RTCPeerConnectionState>,
     estimate: super::engine::EstimateHandle,
+    pacer: Arc<PacerGauge>,
     events: mpsc::UnboundedSender<SessionEvent>,
     keyframe_wanted: Arc<AtomicBool>,
 ) {
@@ -612,6 +632,9 @@ async fn media_task(
     tracing::debug!(target: BENCH, %viewer, "bench: subscribed");
     let mut last_report = Instant::now() - Duration::from_secs(1);
     let mut first = true;
+    let mut gate = BacklogGate::default();
+    let mut last_log = Instant::now();
+    let (mut sent_frames, mut sent_bytes, mut requests) = (0u64, 0u64, 0u64);
     let reason = loop {
         let frame = tokio::select! {
             frame = feed.next() => match frame {
@@ -628,26 +651,60 @@ async fn media_task(
                 continue;
             }
         };
-        if let Err(e) = video.write(&frame, negotiated).await {
-            tracing::debug!(%viewer, error = %e.to_string().chars().take(120).collect::<String>(), "media write ended");
-            break EndReason::WriteFailed;
+        // Skipped frames never reach the track: the viewer sees a gap in
+        // time, not a loss, and asks for nothing (see `backlog`).
+        if gate.decide(frame.keyframe, frame.layer, pacer.backlog()) == Verdict::Send {
+            if let Err(e) = video.write(&frame, negotiated).await {
+                tracing::debug!(%viewer, error = %e.to_string().chars().take(120).collect::<String>(), "media write ended");
+                break EndReason::WriteFailed;
+            }
+            // Once per frame per viewer, when its packets are queued on this
+            // viewer's connection: each viewer's own wait (its turn on the
+            // runtime, its connection's back-pressure) is part of its latency,
+            // and the count matches the bytes, which are per viewer too.
+            fanout.sent().sent(transport, frame.data.len(), frame.captured_mono, Instant::now());
+            sent_frames += 1;
+            sent_bytes += frame.data.len() as u64;
+            if first {
+                first = false;
+                let age = frame.captured_at.elapsed().unwrap_or_default().as_millis() as u64;
+                tracing::debug!(target: BENCH, %viewer, keyframe = frame.keyframe, bytes = frame.data.len(), capture_age_ms = age, "bench: first-frame-sent");
+            }
         }
-        // Once per frame per viewer, when its packets are queued on this
-        // viewer's connection: each viewer's own wait (its turn on the
-        // runtime, its connection's back-pressure) is part of its latency,
-        // and the count matches the bytes, which are per viewer too.
-        fanout.sent().sent(transport, frame.data.len(), frame.captured_mono, Instant::now());
+        // A viewer waiting for the keyframe it chose to wait for gets it
+        // without asking everyone's encoder for one.
         if keyframe_wanted.swap(false, Ordering::Relaxed) {
-            feed.request_keyframe();
-        }
-        if first {
-            first = false;
-            let age = frame.captured_at.elapsed().unwrap_or_default().as_millis() as u64;
-            tracing::debug!(target: BENCH, %viewer, keyframe = frame.keyframe, bytes = frame.data.len(), capture_age_ms = age, "bench: first-frame-sent");
+            requests += 1;
+            if !gate.waiting_for_keyframe() {
+                feed.request_keyframe();
+            }
         }
         if last_report.elapsed() >= Duration::from_millis(500) {
             feed.report_estimate(estimate.bits_per_second());
             last_report = Instant::now();
+        }
+        if last_log.elapsed() >= Duration::from_secs(1) {
+            tracing::debug!(
+                target: LINK,
+                %viewer,
+                estimate = estimate.bits_per_second(),
+                pacer_rate = pacer.rate() as u64,
+                pacer_queued = pacer.queued_bytes(),
+                backlog_ms = pacer.backlog().as_millis() as u64,
+                refused = pacer.refused(),
+                late_retransmissions = pacer.late_retransmissions(),
+                sent_frames,
+                sent_kbit = sent_bytes * 8 / 1000,
+                skipped = gate.skipped,
+                waiting = gate.waiting_for_keyframe(),
+                layer = feed.max_layer(),
+                fanout_dropped = feed.dropped(),
+                keyframe_requests = requests,
+                "link"
+            );
+            last_log = Instant::now();
+            sent_frames = 0;
+            sent_bytes = 0;
         }
     };
     drop(feed);
