@@ -3,7 +3,8 @@
 // its own network namespace, one behind a link shaped to 600 kbit/s with
 // 40 ms delay. Prints, for the clean viewer, fps, latency (solo and with
 // the shaped viewer) and keyframes; for the shaped one, fps and the longest
-// gap between presented frames after its first 5 s.
+// gap between presented frames after its first 5 s, and its receive side
+// (getStats) every 2 s from the moment it opens the page.
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS, inboundVideoStats, waitForVideo } from './harness.mjs';
 
@@ -63,6 +64,7 @@ function summary(name, frames, stats0, stats1) {
 
 const clean = await viewer(SHAPED_BROWSER_CLEAN, SHAPED_URL_CLEAN);
 let weak;
+let polling = false;
 try {
   await waitForVideo(clean.page, { width: 1280, height: 720, timeout: 30000 });
   await clean.page.waitForTimeout(3000);
@@ -72,6 +74,17 @@ try {
 
   weak = await viewer(SHAPED_BROWSER_WEAK, SHAPED_URL_WEAK);
   const joined = Date.now();
+  // The shaped viewer's receive side every 2 s from the start, to see
+  // where its delay sits (loss and retransmissions, or frames arriving late).
+  const series = [];
+  polling = true;
+  const poller = (async () => {
+    while (polling) {
+      const stats = await inboundVideoStats(weak.page).catch(() => null);
+      if (stats) series.push([Date.now() - joined, stats]);
+      await new Promise((resolve) => { setTimeout(resolve, 2000); });
+    }
+  })();
   await waitForVideo(weak.page, { width: 1280, height: 720, timeout: 60000 });
   console.log(`shaped viewer: first frame ${Date.now() - joined} ms after opening the page`);
   await weak.page.waitForTimeout(5000);
@@ -83,9 +96,20 @@ try {
   ]);
   summary(`clean viewer with the shaped one`, cleanFrames, before, await inboundVideoStats(clean.page));
   summary(`shaped viewer`, weakFrames, weakBefore, await inboundVideoStats(weak.page));
+  polling = false;
+  await poller;
+  console.log('shaped viewer over time (s: kbit/s received, frames received/decoded, keyframes, lost, NACK, PLI, jitter buffer ms/frame):');
+  series.forEach(([at, now], i) => {
+    const prev = i > 0 ? series[i - 1] : [0, { bytesReceived: 0, timestamp: now.timestamp - at }];
+    const kbps = ((now.bytesReceived - prev[1].bytesReceived) * 8) / (now.timestamp - prev[1].timestamp);
+    const jb = now.jitterBufferEmittedCount ? (1000 * now.jitterBufferDelay) / now.jitterBufferEmittedCount : 0;
+    console.log(`  ${(at / 1000).toFixed(0).padStart(3)}: ${kbps.toFixed(0).padStart(5)} kbit/s, ${now.framesReceived ?? 0}/${now.framesDecoded ?? 0},`
+      + ` key ${now.keyFramesDecoded ?? 0}, lost ${now.packetsLost ?? 0}, NACK ${now.nackCount ?? 0}, PLI ${now.pliCount ?? 0}, jb ${jb.toFixed(0)}`);
+  });
   const info = await clean.page.evaluate(async () => (await fetch('/api/info')).json());
   console.log(`encoder bitrate at the end: ${(info.camera.bitrate / 1000).toFixed(0)} kbit/s, viewers ${info.camera.viewers}`);
 } finally {
+  polling = false;
   await clean.browser.close();
   await weak?.browser.close();
 }
