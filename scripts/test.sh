@@ -127,6 +127,9 @@ if ! skip lan; then
     step "browser across a virtual LAN (two network namespaces, defaults, mDNS-hidden browser addresses)"
     (cd appliance/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
     bash appliance/tests/browser/lan-test.sh "$LOOKOUT_BIN"
+    # About 70 s: issue 13's two viewers, one behind a 600 kbit/s link.
+    step "two viewers across a virtual LAN, one on a shaped link (tc tbf 600 kbit/s): both keep playing"
+    SHAPED_CHECK=1 bash appliance/tests/browser/shaped-bench.sh "$LOOKOUT_BIN"
 fi
 
 if ! skip libcamera; then

@@ -10,7 +10,7 @@ use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor, PacerBuilder,
-    Packet, PacketReport, StreamInfo, TaggedPacket, TwccReceiverBuilder, TwccSenderBuilder,
+    Packet, PacketReport, RateCalculator, StreamInfo, TaggedPacket, TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, Registry, Slot,
@@ -47,6 +47,18 @@ pub const ICE_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// hundred milliseconds to leave, and the frames behind it queued up, which
 /// was the latency burst of the first second (docs/performance.md).
 pub const PACING_FACTOR: f64 = 2.5;
+
+/// The bandwidth estimator's floor is the encoder's (`--min-bitrate`) times
+/// this: low enough that the pacer, at PACING_FACTOR times the floor, sends
+/// 1.25 times the lowest stream the encoder makes and no more. At the
+/// encoder's floor itself (the first version) the pacer kept sending
+/// 2.5 times it into a link that could not carry that: the link dropped the
+/// excess, the viewer asked for it again, and retransmissions filled every
+/// gap the video left (measured: 750 kbit/s paced into a 600 kbit/s link, a
+/// fifth of it lost for as long as the viewer stayed). Much lower (50 kbit/s
+/// was tried) and one loss burst sank the estimate so far that it took
+/// seconds to carry the stream again (docs/performance.md "Shaped link").
+pub const ESTIMATE_FLOOR_FACTOR: f64 = 1.25 / PACING_FACTOR;
 
 /// Network and bandwidth settings of the camera's peer connections.
 #[derive(Debug, Clone)]
@@ -143,7 +155,7 @@ impl Engine {
             .map_err(|e| EngineError(e.to_string()))?;
         let gcc = Gcc::new(
             f64::from(settings.initial_bitrate),
-            f64::from(settings.min_bitrate),
+            f64::from(settings.min_bitrate) * ESTIMATE_FLOOR_FACTOR,
             f64::from(settings.max_bitrate),
         );
         let (estimator, estimate) = ReportingEstimator::new(gcc);
@@ -229,40 +241,89 @@ impl EstimateHandle {
     }
 }
 
-/// Wraps the GCC estimator and publishes its target after every update:
-/// the estimator moves into the interceptor chain and cannot be asked later.
+/// How far the estimate may run ahead of what the viewer is receiving:
+/// libwebrtc's AIMD rule (at most 1.5 times the acknowledged rate plus
+/// 10 kbit/s when it increases). A camera stream rarely fills its link, and
+/// GCC's estimate only learns a link's limit from a queue at its
+/// bottleneck, so without this rule it climbs on while the stream sits
+/// below it: measured, to 0.9-1 Mbit/s on a 600 kbit/s link. The next
+/// keyframe is then paced at PACING_FACTOR times that, overflows the link's
+/// buffer, and the loss drops the viewer into a gap of a second and more
+/// (docs/performance.md "Shaped link").
+const DELIVERED_HEADROOM: f64 = 1.5;
+const DELIVERED_HEADROOM_BITS: f64 = 10_000.0;
+/// The window the delivered rate is measured over: a second, so one
+/// keyframe's burst or one quiet frame interval does not swing it.
+const DELIVERED_WINDOW: Duration = Duration::from_secs(1);
+
+/// Wraps the GCC estimator, holds its increases to what the viewer is
+/// receiving ([`DELIVERED_HEADROOM`]), and publishes the result after every
+/// update: the estimator moves into the interceptor chain and cannot be
+/// asked later.
 struct ReportingEstimator<E: BandwidthEstimator> {
     inner: E,
-    target: Arc<AtomicU64>,
+    /// What the receiver acknowledged, over [`DELIVERED_WINDOW`].
+    delivered: RateCalculator,
+    /// The estimate given out, bits per second.
+    estimate: f64,
+    published: Arc<AtomicU64>,
 }
 
 impl<E: BandwidthEstimator> ReportingEstimator<E> {
     fn new(inner: E) -> (Self, EstimateHandle) {
-        let target = Arc::new(AtomicU64::new(inner.target_bitrate().to_bits()));
-        (ReportingEstimator { inner, target: target.clone() }, EstimateHandle(target))
+        let estimate = inner.target_bitrate();
+        let published = Arc::new(AtomicU64::new(estimate.to_bits()));
+        let estimator = ReportingEstimator {
+            inner,
+            delivered: RateCalculator::new(DELIVERED_WINDOW),
+            estimate,
+            published: published.clone(),
+        };
+        (estimator, EstimateHandle(published))
     }
 
-    fn publish(&self) {
-        self.target.store(self.inner.target_bitrate().to_bits(), Ordering::Relaxed);
+    fn update(&mut self, now: Instant) {
+        let delivered = self.delivered.rate_bits_per_second(now);
+        self.estimate = held_to_delivered(self.inner.target_bitrate(), self.estimate, delivered);
+        self.published.store(self.estimate.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// The estimate to give out, from GCC's (`gcc`), the one given out before
+/// (`previous`) and the rate the receiver acknowledges (`delivered`, if
+/// known). It follows GCC down at once; up only as far as
+/// [`DELIVERED_HEADROOM`] times what is delivered, and never below
+/// `previous` for that reason alone: a viewer served little for a while
+/// (frames skipped while it waits for a keyframe) keeps the rate it had.
+fn held_to_delivered(gcc: f64, previous: f64, delivered: Option<f64>) -> f64 {
+    match delivered {
+        Some(delivered) => {
+            let ceiling = (delivered * DELIVERED_HEADROOM + DELIVERED_HEADROOM_BITS).max(previous.min(gcc));
+            gcc.min(ceiling)
+        }
+        None => gcc,
     }
 }
 
 impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        for report in reports.iter().filter(|report| report.arrived) {
+            self.delivered.add(now, report.size);
+        }
         self.inner.on_reports(now, reports);
-        self.publish();
+        self.update(now);
     }
 
     /// What the chain hears, and its only listener is the pacer: the
     /// estimate times [`PACING_FACTOR`]. The encoder gets the estimate
     /// itself, through the [`EstimateHandle`].
     fn target_bitrate(&self) -> f64 {
-        self.inner.target_bitrate() * PACING_FACTOR
+        self.estimate * PACING_FACTOR
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.inner.handle_timeout(now);
-        self.publish();
+        self.update(now);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -327,4 +388,36 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_local_stream(&mut self, _: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_climbs_no_faster_than_what_is_delivered_allows() {
+        // GCC at 900 kbit/s while the viewer receives 500: held to 1.5 x 500 + 10.
+        assert_eq!(held_to_delivered(900_000.0, 600_000.0, Some(500_000.0)), 760_000.0);
+        // Below that ceiling GCC's estimate stands.
+        assert_eq!(held_to_delivered(700_000.0, 600_000.0, Some(500_000.0)), 700_000.0);
+        // Nothing delivered is known yet: GCC's estimate stands.
+        assert_eq!(held_to_delivered(2_500_000.0, 2_500_000.0, None), 2_500_000.0);
+    }
+
+    #[test]
+    fn the_estimate_follows_gcc_down_but_a_quiet_viewer_keeps_its_rate() {
+        // GCC falls: followed at once, whatever was delivered.
+        assert_eq!(held_to_delivered(200_000.0, 800_000.0, Some(700_000.0)), 200_000.0);
+        // Little delivered (frames skipped while the viewer waits for a
+        // keyframe): the estimate given out before stays, it does not sink
+        // to 1.5 x almost nothing.
+        assert_eq!(held_to_delivered(900_000.0, 600_000.0, Some(20_000.0)), 600_000.0);
+    }
+
+    #[test]
+    fn the_estimator_floor_lets_the_pacer_carry_the_lowest_stream_and_no_more() {
+        let encoder_floor = f64::from(crate::media::encoder::DEFAULT_MIN_BITRATE);
+        let pacing_at_floor = encoder_floor * ESTIMATE_FLOOR_FACTOR * PACING_FACTOR;
+        assert!((pacing_at_floor - 1.25 * encoder_floor).abs() < 1.0, "{pacing_at_floor}");
+    }
 }

@@ -65,6 +65,11 @@ impl PacerGauge {
     pub fn backlog(&self) -> Duration {
         backlog(self.queued_bytes(), self.rate())
     }
+
+    /// How long `bytes` more would take to leave at the current rate.
+    pub fn time_to_send(&self, bytes: u64) -> Duration {
+        backlog(bytes, self.rate())
+    }
 }
 
 /// How long `bytes` take to leave at `rate` bits per second.

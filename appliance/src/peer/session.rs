@@ -653,10 +653,14 @@ async fn media_task(
         };
         // Skipped frames never reach the track: the viewer sees a gap in
         // time, not a loss, and asks for nothing (see `backlog`).
-        if gate.decide(frame.keyframe, frame.layer, pacer.backlog()) == Verdict::Send {
+        let now = Instant::now();
+        if gate.decide(frame.keyframe, frame.layer, pacer.backlog(), now) == Verdict::Send {
             if let Err(e) = video.write(&frame, negotiated).await {
                 tracing::debug!(%viewer, error = %e.to_string().chars().take(120).collect::<String>(), "media write ended");
                 break EndReason::WriteFailed;
+            }
+            if frame.keyframe {
+                gate.keyframe_sent(now, pacer.time_to_send(frame.data.len() as u64));
             }
             // Once per frame per viewer, when its packets are queued on this
             // viewer's connection: each viewer's own wait (its turn on the

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Shaped-link benchmark (figures, not a test; about 90 s): the camera in one
+# Shaped link (about 70 s): the camera in one
 # network namespace, two viewers in two more, each joined to the camera by
 # its own veth pair (addresses from a private test range that exists only
 # inside these namespaces); the link to the second viewer is shaped on the
 # camera's side to 600 kbit/s (tc tbf) with 40 ms delay (netem). Runs
-# shaped.mjs. Needs root. Usage: shaped-bench.sh path/to/lookout [lookout args]
+# shaped.mjs: figures, and with SHAPED_CHECK=1 (scripts/test.sh) a test of
+# issue 13's targets (see there). Needs root.
+# Usage: [SHAPED_CHECK=1] shaped-bench.sh path/to/lookout [lookout args]
 set -euo pipefail
 LOOKOUT_BIN=$(realpath "${1:?usage: shaped-bench.sh path/to/lookout [args]}")
 shift

@@ -1,10 +1,18 @@
-// Shaped-link benchmark (figures, not pass/fail; run by shaped-bench.sh,
-// which builds the namespaces): two Chromium viewers of one camera, each in
-// its own network namespace, one behind a link shaped to 600 kbit/s with
-// 40 ms delay. Prints, for the clean viewer, fps, latency (solo and with
-// the shaped viewer) and keyframes; for the shaped one, fps and the longest
-// gap between presented frames after its first 5 s, and its receive side
-// (getStats) every 2 s from the moment it opens the page.
+// Shaped link (run by shaped-bench.sh, which builds the namespaces): two
+// Chromium viewers of one camera, each in its own network namespace, one
+// behind a link shaped to 600 kbit/s with 40 ms delay. Prints, for the
+// clean viewer, fps, latency (solo and with the shaped viewer) and
+// keyframes; for the shaped one, fps and the longest gap between presented
+// frames after its first 5 s, and its receive side (getStats) every 2 s
+// from the moment it opens the page.
+//
+// With SHAPED_CHECK=1 it is also a test of issue 13's scenario and exits 1
+// when one of these fails: the clean viewer keeps >= 29 fps, its median
+// latency within 10 ms of its solo run, and at most one keyframe per 10 s
+// beyond the periodic ones (one per IDR interval, 2 s); the shaped viewer
+// keeps >= 10 fps at a median latency under 1 s (live, not seconds behind).
+// The issue's last target, no gap over 1 s in the shaped viewer's
+// pictures, is not met yet: it is printed as NOT MET, not asserted.
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS, inboundVideoStats, waitForVideo } from './harness.mjs';
 
@@ -56,10 +64,25 @@ function summary(name, frames, stats0, stats1) {
   const seconds = (stats1.timestamp - stats0.timestamp) / 1000;
   const latencies = frames.map(([presented, captured]) => presented - captured);
   const gaps = frames.slice(1).map(([presented], i) => presented - frames[i][0]);
+  const figures = {
+    seconds,
+    fps: (stats1.framesDecoded - stats0.framesDecoded) / seconds,
+    latency: latencies.length ? median(latencies) : Infinity,
+    longestGap: gaps.length ? Math.max(...gaps) : Infinity,
+    keyframes: stats1.keyFramesDecoded - stats0.keyFramesDecoded,
+  };
   console.log(`${name.padEnd(34)} ${((stats1.framesDecoded - stats0.framesDecoded) / seconds).toFixed(1)} fps decoded,`
     + ` latency median ${median(latencies).toFixed(0)} ms p90 ${quantile(latencies, 0.9).toFixed(0)} ms,`
     + ` longest gap ${Math.max(...gaps).toFixed(0)} ms, keyframes ${stats1.keyFramesDecoded - stats0.keyFramesDecoded}`
     + ` in ${seconds.toFixed(0)} s, freezes ${stats1.freezeCount - stats0.freezeCount}, PLI sent ${stats1.pliCount - stats0.pliCount}`);
+  return figures;
+}
+
+const IDR_INTERVAL_SECONDS = 2; // lookout's default --idr-interval
+const checks = [];
+/** Records one of the issue's targets; `asserted: false` only reports it. */
+function check(what, ok, detail, asserted = true) {
+  checks.push({ what, ok, detail, asserted });
 }
 
 const clean = await viewer(SHAPED_BROWSER_CLEAN, SHAPED_URL_CLEAN);
@@ -70,7 +93,7 @@ try {
   await clean.page.waitForTimeout(3000);
   let before = await inboundVideoStats(clean.page);
   let frames = await clean.page.evaluate(recordFrames, 10000);
-  summary('clean viewer alone (10 s)', frames, before, await inboundVideoStats(clean.page));
+  const solo = summary('clean viewer alone (10 s)', frames, before, await inboundVideoStats(clean.page));
 
   weak = await viewer(SHAPED_BROWSER_WEAK, SHAPED_URL_WEAK);
   const joined = Date.now();
@@ -94,8 +117,19 @@ try {
     clean.page.evaluate(recordFrames, SECONDS * 1000),
     weak.page.evaluate(recordFrames, SECONDS * 1000),
   ]);
-  summary(`clean viewer with the shaped one`, cleanFrames, before, await inboundVideoStats(clean.page));
-  summary(`shaped viewer`, weakFrames, weakBefore, await inboundVideoStats(weak.page));
+  const cleanWith = summary(`clean viewer with the shaped one`, cleanFrames, before, await inboundVideoStats(clean.page));
+  const shaped = summary(`shaped viewer`, weakFrames, weakBefore, await inboundVideoStats(weak.page));
+  const periodic = Math.floor(cleanWith.seconds / IDR_INTERVAL_SECONDS) + 1;
+  const allowedKeyframes = periodic + Math.ceil(cleanWith.seconds / 10);
+  check('clean viewer keeps >= 29 fps', cleanWith.fps >= 29, `${cleanWith.fps.toFixed(1)} fps`);
+  check('clean viewer latency within 10 ms of solo', cleanWith.latency <= solo.latency + 10,
+    `median ${cleanWith.latency.toFixed(0)} ms, solo ${solo.latency.toFixed(0)} ms`);
+  check('clean viewer: at most one keyframe per 10 s beyond the periodic ones', cleanWith.keyframes <= allowedKeyframes,
+    `${cleanWith.keyframes} in ${cleanWith.seconds.toFixed(0)} s, allowed ${allowedKeyframes} (${periodic} periodic)`);
+  check('shaped viewer keeps >= 10 fps', shaped.fps >= 10, `${shaped.fps.toFixed(1)} fps`);
+  check('shaped viewer is live (median latency under 1 s)', shaped.latency < 1000, `median ${shaped.latency.toFixed(0)} ms`);
+  check('shaped viewer: no gap over 1 s between pictures', shaped.longestGap <= 1000,
+    `longest ${shaped.longestGap.toFixed(0)} ms`, false);
   polling = false;
   await poller;
   console.log('shaped viewer over time (s: kbit/s received, frames received/decoded, keyframes, lost, NACK, PLI, jitter buffer ms/frame):');
@@ -112,4 +146,17 @@ try {
   polling = false;
   await clean.browser.close();
   await weak?.browser.close();
+}
+
+if (process.env.SHAPED_CHECK === '1') {
+  for (const { what, ok, detail, asserted } of checks) {
+    const verdict = ok ? 'ok     ' : asserted ? 'FAILED ' : 'NOT MET';
+    console.log(`${verdict} ${what}: ${detail}${asserted ? '' : ' (issue 13 target, reported, not asserted yet)'}`);
+  }
+  if (checks.length === 0 || checks.some(({ ok, asserted }) => asserted && !ok)) {
+    console.log('shaped link: FAILED');
+    process.exitCode = 1;
+  } else {
+    console.log('shaped link: passed');
+  }
 }
