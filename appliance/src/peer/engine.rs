@@ -25,6 +25,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 
+use super::estimate::EstimateRules;
 use super::pacer_gauge::{GaugedPacer, PacerGauge};
 use crate::media::h264_level::H264Level;
 
@@ -153,12 +154,9 @@ impl Engine {
         media
             .register_codec(h264_codec(settings.h264_level), RtpCodecKind::Video)
             .map_err(|e| EngineError(e.to_string()))?;
-        let gcc = Gcc::new(
-            f64::from(settings.initial_bitrate),
-            f64::from(settings.min_bitrate) * ESTIMATE_FLOOR_FACTOR,
-            f64::from(settings.max_bitrate),
-        );
-        let (estimator, estimate) = ReportingEstimator::new(gcc);
+        let floor = f64::from(settings.min_bitrate) * ESTIMATE_FLOOR_FACTOR;
+        let gcc = Gcc::new(f64::from(settings.initial_bitrate), floor, f64::from(settings.max_bitrate));
+        let (estimator, estimate) = ReportingEstimator::new(gcc, floor);
         let interceptors = configure_nack(Registry::new(), &mut media);
         let interceptors = configure_rtcp_reports(interceptors);
         // Congestion control as `configure_congestion_control` sets it up
@@ -231,53 +229,57 @@ impl Engine {
     }
 }
 
-/// The latest bandwidth estimate of one connection, bits per second.
+/// The latest bandwidth estimate of one connection, bits per second, and
+/// for the link log what GCC's two halves say.
 #[derive(Clone, Debug)]
-pub struct EstimateHandle(Arc<AtomicU64>);
+pub struct EstimateHandle(Arc<PublishedEstimate>);
+
+#[derive(Debug, Default)]
+struct PublishedEstimate {
+    /// Each an `f64`'s bits.
+    estimate: AtomicU64,
+    delay_based: AtomicU64,
+    loss_based: AtomicU64,
+    loss: AtomicU64,
+}
 
 impl EstimateHandle {
     pub fn bits_per_second(&self) -> u64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed)) as u64
+        f64::from_bits(self.0.estimate.load(Ordering::Relaxed)) as u64
+    }
+
+    /// GCC's delay-based and loss-based targets (bits per second) and its
+    /// averaged loss fraction, as of the last update.
+    pub fn halves(&self) -> (u64, u64, f64) {
+        let read = |value: &AtomicU64| f64::from_bits(value.load(Ordering::Relaxed));
+        (read(&self.0.delay_based) as u64, read(&self.0.loss_based) as u64, read(&self.0.loss))
     }
 }
 
-/// How far the estimate may run ahead of what the viewer is receiving:
-/// libwebrtc's AIMD rule (at most 1.5 times the acknowledged rate plus
-/// 10 kbit/s when it increases). A camera stream rarely fills its link, and
-/// GCC's estimate only learns a link's limit from a queue at its
-/// bottleneck, so without this rule it climbs on while the stream sits
-/// below it (measured: 6 Mbit/s for a 2.5 Mbit/s stream), and the pacer
-/// sends the next keyframe at PACING_FACTOR times that, faster than a slow
-/// link's buffer takes it. With it, a viewer on a 600 kbit/s link beside a
-/// clean one saw its first picture 3-5 s after opening the page instead of
-/// 8 (docs/performance.md "Shaped link").
-const DELIVERED_HEADROOM: f64 = 1.5;
-const DELIVERED_HEADROOM_BITS: f64 = 10_000.0;
 /// The window the delivered rate is measured over: a second, so one
 /// keyframe's burst or one quiet frame interval does not swing it.
 const DELIVERED_WINDOW: Duration = Duration::from_secs(1);
 
-/// Wraps the GCC estimator, holds its increases to what the viewer is
-/// receiving ([`DELIVERED_HEADROOM`]), and publishes the result after every
-/// update: the estimator moves into the interceptor chain and cannot be
-/// asked later.
+/// Wraps the GCC estimator, passes its target through the viewer's
+/// [`EstimateRules`], and publishes the result after every update: the
+/// estimator moves into the interceptor chain and cannot be asked later.
 struct ReportingEstimator<E: BandwidthEstimator> {
     inner: E,
     /// What the receiver acknowledged, over [`DELIVERED_WINDOW`].
     delivered: RateCalculator,
-    /// The estimate given out, bits per second.
-    estimate: f64,
-    published: Arc<AtomicU64>,
+    rules: EstimateRules,
+    published: Arc<PublishedEstimate>,
 }
 
 impl<E: BandwidthEstimator> ReportingEstimator<E> {
-    fn new(inner: E) -> (Self, EstimateHandle) {
+    fn new(inner: E, floor: f64) -> (Self, EstimateHandle) {
         let estimate = inner.target_bitrate();
-        let published = Arc::new(AtomicU64::new(estimate.to_bits()));
+        let published = Arc::new(PublishedEstimate::default());
+        published.estimate.store(estimate.to_bits(), Ordering::Relaxed);
         let estimator = ReportingEstimator {
             inner,
             delivered: RateCalculator::new(DELIVERED_WINDOW),
-            estimate,
+            rules: EstimateRules::new(estimate, floor),
             published: published.clone(),
         };
         (estimator, EstimateHandle(published))
@@ -285,24 +287,14 @@ impl<E: BandwidthEstimator> ReportingEstimator<E> {
 
     fn update(&mut self, now: Instant) {
         let delivered = self.delivered.rate_bits_per_second(now);
-        self.estimate = held_to_delivered(self.inner.target_bitrate(), self.estimate, delivered);
-        self.published.store(self.estimate.to_bits(), Ordering::Relaxed);
-    }
-}
-
-/// The estimate to give out, from GCC's (`gcc`), the one given out before
-/// (`previous`) and the rate the receiver acknowledges (`delivered`, if
-/// known). It follows GCC down at once; up only as far as
-/// [`DELIVERED_HEADROOM`] times what is delivered, and never below
-/// `previous` for that reason alone: a viewer served little for a while
-/// (frames skipped while it waits for a keyframe) keeps the rate it had.
-fn held_to_delivered(gcc: f64, previous: f64, delivered: Option<f64>) -> f64 {
-    match delivered {
-        Some(delivered) => {
-            let ceiling = (delivered * DELIVERED_HEADROOM + DELIVERED_HEADROOM_BITS).max(previous.min(gcc));
-            gcc.min(ceiling)
-        }
-        None => gcc,
+        let stats = self.inner.stats();
+        let estimate = self.rules.next(now, self.inner.target_bitrate(), delivered, stats.packet_loss);
+        self.published.estimate.store(estimate.to_bits(), Ordering::Relaxed);
+        let store =
+            |to: &AtomicU64, value: Option<f64>| to.store(value.unwrap_or(0.0).to_bits(), Ordering::Relaxed);
+        store(&self.published.delay_based, stats.delay_based_bitrate);
+        store(&self.published.loss_based, stats.loss_based_bitrate);
+        store(&self.published.loss, stats.packet_loss);
     }
 }
 
@@ -319,7 +311,7 @@ impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
     /// estimate times [`PACING_FACTOR`]. The encoder gets the estimate
     /// itself, through the [`EstimateHandle`].
     fn target_bitrate(&self) -> f64 {
-        self.estimate * PACING_FACTOR
+        self.rules.estimate() * PACING_FACTOR
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -394,26 +386,6 @@ impl Interceptor for KeyframeRequestForwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_estimate_climbs_no_faster_than_what_is_delivered_allows() {
-        // GCC at 900 kbit/s while the viewer receives 500: held to 1.5 x 500 + 10.
-        assert_eq!(held_to_delivered(900_000.0, 600_000.0, Some(500_000.0)), 760_000.0);
-        // Below that ceiling GCC's estimate stands.
-        assert_eq!(held_to_delivered(700_000.0, 600_000.0, Some(500_000.0)), 700_000.0);
-        // Nothing delivered is known yet: GCC's estimate stands.
-        assert_eq!(held_to_delivered(2_500_000.0, 2_500_000.0, None), 2_500_000.0);
-    }
-
-    #[test]
-    fn the_estimate_follows_gcc_down_but_a_quiet_viewer_keeps_its_rate() {
-        // GCC falls: followed at once, whatever was delivered.
-        assert_eq!(held_to_delivered(200_000.0, 800_000.0, Some(700_000.0)), 200_000.0);
-        // Little delivered (frames skipped while the viewer waits for a
-        // keyframe): the estimate given out before stays, it does not sink
-        // to 1.5 x almost nothing.
-        assert_eq!(held_to_delivered(900_000.0, 600_000.0, Some(20_000.0)), 600_000.0);
-    }
 
     #[test]
     fn the_estimator_floor_lets_the_pacer_carry_the_lowest_stream_and_no_more() {

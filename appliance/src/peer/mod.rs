@@ -5,8 +5,11 @@
 //! - [`engine`]: what every peer connection is built from: H.264 only,
 //!   NACK, RTCP reports, TWCC with the GCC estimator and pacing, and an
 //!   interceptor that hands PLI/FIR to the application.
-//! - [`pacer_gauge`]: the pacer with its queue visible; drops retransmissions
-//!   that would wait behind a long queue.
+//! - [`estimate`]: the rules between GCC's estimate and the one a viewer's
+//!   encoder share and pacer get (held to what is delivered, slow increase,
+//!   the link's capacity remembered).
+//! - [`pacer_gauge`]: the pacer with its queue visible; sends retransmissions
+//!   ahead of the queued video and drops those that would wait too long.
 //! - [`backlog`]: which frames a viewer is sent while its pacer is backed up.
 //! - [`signal`]: the JSON signals exchanged with browsers.
 //! - [`session`]: one viewer's peer connection and its sending task.
@@ -17,6 +20,7 @@
 pub mod backlog;
 pub mod camera;
 pub mod engine;
+pub mod estimate;
 pub mod pacer_gauge;
 pub mod session;
 pub mod signal;

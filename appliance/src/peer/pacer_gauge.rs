@@ -1,4 +1,5 @@
-//! One connection's pacer, with its queue visible to the application.
+//! One connection's pacer, with its queue visible to the application and
+//! retransmissions sent first.
 //!
 //! webrtc-rs's pacer (`PacerInterceptor`) holds the packets the connection
 //! may not send yet (up to 4096 of them) inside the interceptor chain, out
@@ -9,6 +10,13 @@
 //! queued and at what rate it drains ([`PacerGauge`]); the viewer's send
 //! task reads the backlog from there and skips frames while it is long
 //! (`peer::session`).
+//!
+//! Retransmissions (answers to NACKs) do not join the back of that queue:
+//! they wait in their own and leave ahead of the queued video, within the
+//! same budget (libwebrtc's pacer gives them the same priority). Behind the
+//! video they arrived after the browser had given the frame up, and a
+//! frame whose lost packet never comes leaves every frame after it
+//! undecodable until the next keyframe.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,11 +28,12 @@ use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
 
 /// A retransmission (the answer to a NACK) is dropped instead of queued
-/// when more than this is queued already: it would arrive too late to be
-/// of use, and the receiver asks again for what is still missing, so on a
-/// congested link the queue fills with copies of copies (measured: 3.5 MB,
-/// 38 s at 750 kbit/s, most of it retransmissions, two seconds after a
-/// viewer on a 600 kbit/s link joined; docs/performance.md).
+/// when more than this of retransmissions is queued already: it would
+/// arrive too late to be of use, and the receiver asks again for what is
+/// still missing, so on a congested link the queue fills with copies of
+/// copies (measured, when they queued behind the video: 3.5 MB, 38 s at
+/// 750 kbit/s, most of it retransmissions, two seconds after a viewer on a
+/// 600 kbit/s link joined; docs/performance.md).
 pub const RETRANSMISSION_MAX_BACKLOG: Duration = Duration::from_millis(300);
 
 /// What one connection's pacer holds now (written by [`GaugedPacer`]).
@@ -80,13 +89,19 @@ fn backlog(bytes: u64, rate: f64) -> Duration {
     Duration::from_secs_f64((bytes as f64 * 8.0 / rate).min(3600.0))
 }
 
-/// webrtc-rs's pacer, publishing its queue to a [`PacerGauge`].
+/// webrtc-rs's pacer, publishing its queue to a [`PacerGauge`], with
+/// retransmissions released ahead of the queued video.
 pub struct GaugedPacer {
     inner: PacerInterceptor,
     /// The sizes of the packets in `inner`'s queue, oldest first (its queue
     /// is first in, first out, so this mirrors it exactly).
     sizes: VecDeque<u64>,
     queued_bytes: u64,
+    /// Retransmissions waiting for the budget, with their sizes.
+    retransmissions: VecDeque<(TaggedPacket, u64)>,
+    retransmission_bytes: u64,
+    /// Retransmissions the budget has released, to go before `inner`'s output.
+    released: VecDeque<TaggedPacket>,
     late_retransmissions: u64,
     gauge: Arc<PacerGauge>,
 }
@@ -98,6 +113,9 @@ impl GaugedPacer {
             inner,
             sizes: VecDeque::new(),
             queued_bytes: 0,
+            retransmissions: VecDeque::new(),
+            retransmission_bytes: 0,
+            released: VecDeque::new(),
             late_retransmissions: 0,
             gauge: gauge.clone(),
         };
@@ -106,15 +124,36 @@ impl GaugedPacer {
     }
 
     fn publish(&self) {
-        self.gauge.queued_bytes.store(self.queued_bytes, Ordering::Relaxed);
+        self.gauge.queued_bytes.store(self.queued_bytes + self.retransmission_bytes, Ordering::Relaxed);
         self.gauge.rate.store(self.inner.pacer().target_bitrate().to_bits(), Ordering::Relaxed);
         self.gauge.refused.store(self.inner.dropped(), Ordering::Relaxed);
         self.gauge.late_retransmissions.store(self.late_retransmissions, Ordering::Relaxed);
     }
 
-    /// Whether this retransmission may be queued: not behind a long queue.
+    /// Whether a retransmission may be queued: not behind a long queue of
+    /// retransmissions (the video queue is not in its way).
     fn may_retransmit(&self) -> bool {
-        backlog(self.queued_bytes, self.inner.pacer().target_bitrate()) <= RETRANSMISSION_MAX_BACKLOG
+        backlog(self.retransmission_bytes, self.inner.pacer().target_bitrate()) <= RETRANSMISSION_MAX_BACKLOG
+    }
+
+    /// Releases the retransmissions the budget allows, before the video.
+    fn release_retransmissions(&mut self, now: Instant) {
+        let bucket = self.inner.pacer_mut();
+        bucket.refill(now);
+        while let Some((_, size)) = self.retransmissions.front() {
+            let bits = (*size * 8) as f64;
+            if !bucket.can_release(bits) {
+                break;
+            }
+            bucket.consume(bits);
+            if let Some((mut packet, size)) = self.retransmissions.pop_front() {
+                // It departs now: what records departure (the congestion
+                // controller's send history) must see the release instant.
+                packet.now = now;
+                self.retransmission_bytes = self.retransmission_bytes.saturating_sub(size);
+                self.released.push_back(packet);
+            }
+        }
     }
 
     /// Forgets the sizes of packets the pacer has released.
@@ -153,8 +192,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for GaugedPacer {
         } else {
             None
         };
-        if message.message.has(&Attribute::Retransmission) && !self.may_retransmit() {
-            self.late_retransmissions += 1;
+        if let (Some(size), true) = (size, message.message.has(&Attribute::Retransmission)) {
+            if self.may_retransmit() {
+                self.retransmissions.push_back((message, size));
+                self.retransmission_bytes += size;
+            } else {
+                self.late_retransmissions += 1;
+            }
             self.publish();
             return Ok(());
         }
@@ -171,17 +215,25 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for GaugedPacer {
     }
 
     fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.inner.poll_write()
+        self.released.pop_front().or_else(|| self.inner.poll_write())
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        self.release_retransmissions(now);
         let result = self.inner.handle_timeout(now);
         self.sync();
         result
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        self.inner.poll_timeout()
+        let retransmission = self
+            .retransmissions
+            .front()
+            .and_then(|(_, size)| self.inner.pacer().releasable_at((*size * 8) as f64));
+        match (retransmission, self.inner.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -243,27 +295,56 @@ mod tests {
         assert_eq!(gauge.refused(), 0);
     }
 
+    fn retransmission(payload: usize, now: Instant) -> TaggedPacket {
+        let mut packet = rtp(payload, now);
+        packet.message = packet.message.with(Attribute::Retransmission);
+        packet
+    }
+
     #[test]
-    fn retransmissions_behind_a_long_queue_are_dropped() {
+    fn retransmissions_leave_ahead_of_the_queued_video_within_the_budget() {
         let start = Instant::now();
-        let (mut pacer, gauge) = GaugedPacer::new(PacerBuilder::new().with_target_bitrate(96_000.0).build());
-        // (Released or not, a packet handed in is counted until `handle_timeout` releases it.)
-        let retransmission = |now| {
-            let mut packet = rtp(1188, now);
-            packet.message = packet.message.with(Attribute::Retransmission);
-            packet
-        };
-        // 300 ms queued (three packets at 96 kbit/s): a retransmission still goes.
-        for _ in 0..3 {
+        let (mut pacer, gauge) = GaugedPacer::new(
+            PacerBuilder::new().with_target_bitrate(96_000.0).with_burst_bits(9_600.0).build(),
+        );
+        // Five video packets (500 ms at 96 kbit/s), then a retransmission.
+        for _ in 0..5 {
             pacer.handle_write(rtp(1188, start)).unwrap();
         }
-        pacer.handle_write(retransmission(start)).unwrap();
-        assert_eq!(gauge.queued_bytes(), 4 * 1200);
+        pacer.handle_write(retransmission(1188, start)).unwrap();
+        assert_eq!(gauge.queued_bytes(), 6 * 1200, "the gauge counts both queues");
+        let mut order = Vec::new();
+        for ms in (0..=500).step_by(100) {
+            pacer.handle_timeout(start + Duration::from_millis(ms)).unwrap();
+            while let Some(packet) = pacer.poll_write() {
+                order.push(packet.message.has(&Attribute::Retransmission));
+            }
+        }
+        assert_eq!(
+            order,
+            [true, false, false, false, false, false],
+            "the retransmission first, the video behind it"
+        );
+        assert_eq!(gauge.queued_bytes(), 0);
         assert_eq!(gauge.late_retransmissions(), 0);
-        // 400 ms queued: it would leave too late; a first transmission is still queued.
-        pacer.handle_write(retransmission(start)).unwrap();
-        pacer.handle_write(rtp(1188, start)).unwrap();
-        assert_eq!(gauge.queued_bytes(), 5 * 1200);
+    }
+
+    #[test]
+    fn retransmissions_behind_a_long_queue_of_retransmissions_are_dropped() {
+        let start = Instant::now();
+        let (mut pacer, gauge) = GaugedPacer::new(PacerBuilder::new().with_target_bitrate(96_000.0).build());
+        // A long video queue does not hold a retransmission back.
+        for _ in 0..10 {
+            pacer.handle_write(rtp(1188, start)).unwrap();
+        }
+        // Retransmissions: up to 300 ms of them queued (three at 96 kbit/s), the next still goes in.
+        for _ in 0..4 {
+            pacer.handle_write(retransmission(1188, start)).unwrap();
+        }
+        assert_eq!(gauge.late_retransmissions(), 0);
+        // 400 ms of retransmissions queued: the next would arrive too late.
+        pacer.handle_write(retransmission(1188, start)).unwrap();
         assert_eq!(gauge.late_retransmissions(), 1);
+        assert_eq!(gauge.queued_bytes(), 14 * 1200);
     }
 }
