@@ -5,10 +5,10 @@
 //!   estimates (reported within [`ESTIMATE_FRESH`]). With one or two viewers
 //!   that is the lowest estimate, so a weak viewer of a pair is still served;
 //!   with three or more, one weak viewer no longer sets the terms for all:
-//!   the viewers below the median get more than their link carries and lose
-//!   frames, skipping to the next keyframe (with temporal layers, still to
-//!   come, they would get fewer layers instead). The 10 % margin leaves room
-//!   for an IDR burst: the pacer sends at exactly the estimate.
+//!   the viewers below the median get fewer layers (below), and frames are
+//!   skipped for a viewer whose pacer backs up (`peer::backlog`). The 10 %
+//!   margin leaves room for retransmissions and the next IDR. Each viewer's
+//!   estimate is GCC's through `peer::estimate`'s rules.
 //! - **No estimates** (nobody reported for [`ESTIMATE_FRESH`]): back to
 //!   `--bitrate`, instead of keeping whatever the last viewer's link allowed.
 //! - **Layers**: the encoder writes two temporal layers (every other frame
