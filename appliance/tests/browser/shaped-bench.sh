@@ -48,6 +48,15 @@ else
     ip netns exec "$cam" tc qdisc add dev "lqs$n" root handle 10: tbf rate 600kbit burst 32kbit latency 300ms
 fi
 
+# SHAPED_QDISC_LOG=FILE: the shaped link's qdisc counters (sent, dropped,
+# backlog) once a second, to set beside the camera's link log.
+if [ -n "${SHAPED_QDISC_LOG:-}" ]; then
+    ( while ip netns exec "$cam" true 2>/dev/null; do
+        echo "$(date -u +%T) $(ip netns exec "$cam" tc -s qdisc show dev "lqs$n" | tr '\n' ' ')"
+        sleep 1
+      done > "$SHAPED_QDISC_LOG" 2>/dev/null ) &
+fi
+
 ip netns exec "$cam" "$LOOKOUT_BIN" --listen 0.0.0.0:8443 --state-dir "$state" --no-mdns --no-webrtc-mdns \
     --resolution 1280x720 --fps 30 "$@" > "$state/lookout.log" 2>&1 &
 lookout_pid=$!
