@@ -285,10 +285,14 @@ impl<E: BandwidthEstimator> ReportingEstimator<E> {
         (estimator, EstimateHandle(published))
     }
 
-    fn update(&mut self, now: Instant) {
+    /// `fresh_feedback`: called for new reports, so GCC's loss figure is
+    /// news. On a timer it is not, and applying it again would lower the
+    /// estimate every 300 ms on the strength of one old report.
+    fn update(&mut self, now: Instant, fresh_feedback: bool) {
         let delivered = self.delivered.rate_bits_per_second(now);
         let stats = self.inner.stats();
-        let estimate = self.rules.next(now, self.inner.target_bitrate(), delivered, stats.packet_loss);
+        let loss = if fresh_feedback { stats.packet_loss } else { None };
+        let estimate = self.rules.next(now, self.inner.target_bitrate(), delivered, loss);
         self.published.estimate.store(estimate.to_bits(), Ordering::Relaxed);
         let store =
             |to: &AtomicU64, value: Option<f64>| to.store(value.unwrap_or(0.0).to_bits(), Ordering::Relaxed);
@@ -304,7 +308,7 @@ impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
             self.delivered.add(now, report.size);
         }
         self.inner.on_reports(now, reports);
-        self.update(now);
+        self.update(now, true);
     }
 
     /// What the chain hears, and its only listener is the pacer: the
@@ -316,7 +320,7 @@ impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.inner.handle_timeout(now);
-        self.update(now);
+        self.update(now, false);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -688,13 +688,14 @@ async fn media_task(
             last_report = Instant::now();
         }
         if last_log.elapsed() >= Duration::from_secs(1) {
+            let (delay_based, loss_based, loss) = estimate.halves();
             tracing::debug!(
                 target: LINK,
                 %viewer,
                 estimate = estimate.bits_per_second(),
-                delay_based = estimate.halves().0,
-                loss_based = estimate.halves().1,
-                loss = format_args!("{:.3}", estimate.halves().2),
+                delay_based,
+                loss_based,
+                loss = format_args!("{loss:.3}"),
                 pacer_rate = pacer.rate() as u64,
                 pacer_queued = pacer.queued_bytes(),
                 backlog_ms = pacer.backlog().as_millis() as u64,
