@@ -26,7 +26,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::sansio::Protocol;
 
 use super::estimate::EstimateRules;
-use super::pacer_gauge::{GaugedPacer, PacerGauge};
+use super::pacer_gauge::{GaugedPacer, PacerGauge, RoundTrip};
 use crate::media::h264_level::H264Level;
 
 /// Payload type we offer for H.264.
@@ -156,7 +156,10 @@ impl Engine {
             .map_err(|e| EngineError(e.to_string()))?;
         let floor = f64::from(settings.min_bitrate) * ESTIMATE_FLOOR_FACTOR;
         let gcc = Gcc::new(f64::from(settings.initial_bitrate), floor, f64::from(settings.max_bitrate));
-        let (estimator, estimate) = ReportingEstimator::new(gcc, floor);
+        // Measured by the estimator from the feedback, used by the pacer to
+        // retransmit a packet at most once per round trip.
+        let round_trip = Arc::new(RoundTrip::default());
+        let (estimator, estimate) = ReportingEstimator::new(gcc, floor, round_trip.clone());
         let interceptors = configure_nack(Registry::new(), &mut media);
         let interceptors = configure_rtcp_reports(interceptors);
         // Congestion control as `configure_congestion_control` sets it up
@@ -187,6 +190,7 @@ impl Engine {
             PacerBuilder::new()
                 .with_target_bitrate(f64::from(settings.initial_bitrate) * PACING_FACTOR)
                 .build(),
+            round_trip,
         );
         let interceptors = interceptors
             .with(Slot::CongestionControl, CongestionControlBuilder::new(estimator).build())
@@ -269,10 +273,14 @@ struct ReportingEstimator<E: BandwidthEstimator> {
     delivered: RateCalculator,
     rules: EstimateRules,
     published: Arc<PublishedEstimate>,
+    /// Smoothed round trip: feedback's arrival less the departure of the
+    /// newest packet it acknowledges (which includes the few milliseconds
+    /// the receiver waits before it sends feedback).
+    round_trip: Arc<RoundTrip>,
 }
 
 impl<E: BandwidthEstimator> ReportingEstimator<E> {
-    fn new(inner: E, floor: f64) -> (Self, EstimateHandle) {
+    fn new(inner: E, floor: f64, round_trip: Arc<RoundTrip>) -> (Self, EstimateHandle) {
         let estimate = inner.target_bitrate();
         let published = Arc::new(PublishedEstimate::default());
         published.estimate.store(estimate.to_bits(), Ordering::Relaxed);
@@ -281,6 +289,7 @@ impl<E: BandwidthEstimator> ReportingEstimator<E> {
             delivered: RateCalculator::new(DELIVERED_WINDOW),
             rules: EstimateRules::new(estimate, floor),
             published: published.clone(),
+            round_trip,
         };
         (estimator, EstimateHandle(published))
     }
@@ -306,6 +315,17 @@ impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         for report in reports.iter().filter(|report| report.arrived) {
             self.delivered.add(now, report.size);
+        }
+        if let Some(newest) =
+            reports.iter().filter(|report| report.arrived).map(|report| report.departure).max()
+        {
+            let sample = now.saturating_duration_since(newest);
+            let smoothed = match self.round_trip.get() {
+                Duration::ZERO => sample,
+                // TCP's smoothing (RFC 6298): 7/8 of the old, 1/8 of the new.
+                previous => (previous * 7 + sample) / 8,
+            };
+            self.round_trip.set(smoothed);
         }
         self.inner.on_reports(now, reports);
         self.update(now, true);

@@ -17,8 +17,19 @@
 //! video they arrived after the browser had given the frame up, and a
 //! frame whose lost packet never comes leaves every frame after it
 //! undecodable until the next keyframe.
+//!
+//! A packet is retransmitted at most once per round trip, and never while
+//! a copy of it waits in the queue (libwebrtc's packet history does the
+//! same). The browser asks again for a packet that has not come within its
+//! own idea of the round trip (100 ms before it has one), so on a link
+//! whose queue holds 300 ms it asks three or four times for each packet
+//! still on its way; without this rule every request went out. Those
+//! copies took half of a 600 kbit/s link for seconds after a viewer joined
+//! (the browser's SRTP replay check then discards them, and the congestion
+//! controller, told they never arrived, read 40-65 % loss on a link that
+//! lost nothing: docs/performance.md "Shaped link", E35).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +47,30 @@ use rtc::shared::marshal::MarshalSize;
 /// 600 kbit/s link joined; docs/performance.md).
 pub const RETRANSMISSION_MAX_BACKLOG: Duration = Duration::from_millis(300);
 
+/// A packet is retransmitted again only after the round trip has passed
+/// since its last retransmission, and at least this long.
+pub const MIN_RETRANSMISSION_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long a retransmission is remembered, for the rule above: longer
+/// than any round trip the rule uses.
+const RETRANSMISSION_MEMORY: Duration = Duration::from_secs(2);
+
+/// The connection's round trip as the congestion controller last measured
+/// it (written by the estimator, read by [`GaugedPacer`]).
+#[derive(Debug, Default)]
+pub struct RoundTrip(AtomicU64);
+
+impl RoundTrip {
+    /// The round trip; zero until measured.
+    pub fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(Ordering::Relaxed))
+    }
+
+    pub fn set(&self, round_trip: Duration) {
+        self.0.store(round_trip.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+}
+
 /// What one connection's pacer holds now (written by [`GaugedPacer`]).
 #[derive(Debug, Default)]
 pub struct PacerGauge {
@@ -47,6 +82,8 @@ pub struct PacerGauge {
     refused: AtomicU64,
     /// Retransmissions dropped behind a long queue.
     late_retransmissions: AtomicU64,
+    /// Retransmissions dropped because a copy was queued or on its way.
+    duplicate_retransmissions: AtomicU64,
 }
 
 impl PacerGauge {
@@ -68,6 +105,12 @@ impl PacerGauge {
     /// Retransmissions dropped because the queue was long.
     pub fn late_retransmissions(&self) -> u64 {
         self.late_retransmissions.load(Ordering::Relaxed)
+    }
+
+    /// Retransmissions dropped because a copy was queued, or had left less
+    /// than a round trip before.
+    pub fn duplicate_retransmissions(&self) -> u64 {
+        self.duplicate_retransmissions.load(Ordering::Relaxed)
     }
 
     /// How long what is queued takes to leave at the current rate.
@@ -102,12 +145,33 @@ pub struct GaugedPacer {
     retransmission_bytes: u64,
     /// Retransmissions the budget has released, to go before `inner`'s output.
     released: VecDeque<TaggedPacket>,
+    /// Each recently retransmitted packet (SSRC, sequence number): queued,
+    /// or when it left.
+    retransmitted: HashMap<(u32, u16), RetransmissionState>,
+    round_trip: Arc<RoundTrip>,
     late_retransmissions: u64,
+    duplicate_retransmissions: u64,
     gauge: Arc<PacerGauge>,
 }
 
+/// Where one packet's last retransmission is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum RetransmissionState {
+    Queued,
+    Released(Instant),
+}
+
+/// The packet a retransmission repeats.
+fn packet_key(packet: &TaggedPacket) -> Option<(u32, u16)> {
+    match &packet.message.packet {
+        Packet::Rtp(rtp) => Some((rtp.header.ssrc, rtp.header.sequence_number)),
+        _ => None,
+    }
+}
+
 impl GaugedPacer {
-    pub fn new(inner: PacerInterceptor) -> (GaugedPacer, Arc<PacerGauge>) {
+    /// `round_trip`: the connection's, as measured (see [`RoundTrip`]).
+    pub fn new(inner: PacerInterceptor, round_trip: Arc<RoundTrip>) -> (GaugedPacer, Arc<PacerGauge>) {
         let gauge = Arc::new(PacerGauge::default());
         let pacer = GaugedPacer {
             inner,
@@ -116,7 +180,10 @@ impl GaugedPacer {
             retransmissions: VecDeque::new(),
             retransmission_bytes: 0,
             released: VecDeque::new(),
+            retransmitted: HashMap::new(),
+            round_trip,
             late_retransmissions: 0,
+            duplicate_retransmissions: 0,
             gauge: gauge.clone(),
         };
         pacer.publish();
@@ -128,6 +195,31 @@ impl GaugedPacer {
         self.gauge.rate.store(self.inner.pacer().target_bitrate().to_bits(), Ordering::Relaxed);
         self.gauge.refused.store(self.inner.dropped(), Ordering::Relaxed);
         self.gauge.late_retransmissions.store(self.late_retransmissions, Ordering::Relaxed);
+        self.gauge.duplicate_retransmissions.store(self.duplicate_retransmissions, Ordering::Relaxed);
+    }
+
+    /// Whether a copy of this packet is queued, or left less than a round
+    /// trip ago (so the browser's request crossed it on the way).
+    fn is_duplicate(&self, key: (u32, u16), now: Instant) -> bool {
+        match self.retransmitted.get(&key) {
+            None => false,
+            Some(RetransmissionState::Queued) => true,
+            Some(RetransmissionState::Released(at)) => {
+                now.saturating_duration_since(*at) < self.round_trip.get().max(MIN_RETRANSMISSION_INTERVAL)
+            }
+        }
+    }
+
+    /// Forgets retransmissions too old to matter, now and then (the map
+    /// holds at most a few seconds of them).
+    fn forget_old_retransmissions(&mut self, now: Instant) {
+        if self.retransmitted.len() < 512 {
+            return;
+        }
+        self.retransmitted.retain(|_, state| match state {
+            RetransmissionState::Queued => true,
+            RetransmissionState::Released(at) => now.saturating_duration_since(*at) < RETRANSMISSION_MEMORY,
+        });
     }
 
     /// Whether a retransmission may be queued: not behind a long queue of
@@ -150,6 +242,9 @@ impl GaugedPacer {
                 // It departs now: what records departure (the congestion
                 // controller's send history) must see the release instant.
                 packet.now = now;
+                if let Some(key) = packet_key(&packet) {
+                    self.retransmitted.insert(key, RetransmissionState::Released(now));
+                }
                 self.retransmission_bytes = self.retransmission_bytes.saturating_sub(size);
                 self.released.push_back(packet);
             }
@@ -193,7 +288,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for GaugedPacer {
             None
         };
         if let (Some(size), true) = (size, message.message.has(&Attribute::Retransmission)) {
-            if self.may_retransmit() {
+            let key = packet_key(&message);
+            if key.is_some_and(|key| self.is_duplicate(key, message.now)) {
+                self.duplicate_retransmissions += 1;
+            } else if self.may_retransmit() {
+                self.forget_old_retransmissions(message.now);
+                if let Some(key) = key {
+                    self.retransmitted.insert(key, RetransmissionState::Queued);
+                }
                 self.retransmissions.push_back((message, size));
                 self.retransmission_bytes += size;
             } else {
@@ -272,6 +374,7 @@ mod tests {
         // packet, the floor) is spent.
         let (mut pacer, gauge) = GaugedPacer::new(
             PacerBuilder::new().with_target_bitrate(96_000.0).with_burst_bits(9_600.0).build(),
+            Arc::default(),
         );
         for _ in 0..5 {
             pacer.handle_write(rtp(1188, start)).unwrap();
@@ -295,8 +398,12 @@ mod tests {
         assert_eq!(gauge.refused(), 0);
     }
 
-    fn retransmission(payload: usize, now: Instant) -> TaggedPacket {
+    /// A retransmission of the packet with `sequence_number`.
+    fn retransmission(payload: usize, sequence_number: u16, now: Instant) -> TaggedPacket {
         let mut packet = rtp(payload, now);
+        if let Packet::Rtp(rtp) = &mut packet.message.packet {
+            rtp.header.sequence_number = sequence_number;
+        }
         packet.message = packet.message.with(Attribute::Retransmission);
         packet
     }
@@ -306,12 +413,13 @@ mod tests {
         let start = Instant::now();
         let (mut pacer, gauge) = GaugedPacer::new(
             PacerBuilder::new().with_target_bitrate(96_000.0).with_burst_bits(9_600.0).build(),
+            Arc::default(),
         );
         // Five video packets (500 ms at 96 kbit/s), then a retransmission.
         for _ in 0..5 {
             pacer.handle_write(rtp(1188, start)).unwrap();
         }
-        pacer.handle_write(retransmission(1188, start)).unwrap();
+        pacer.handle_write(retransmission(1188, 1, start)).unwrap();
         assert_eq!(gauge.queued_bytes(), 6 * 1200, "the gauge counts both queues");
         let mut order = Vec::new();
         for ms in (0..=500).step_by(100) {
@@ -332,19 +440,67 @@ mod tests {
     #[test]
     fn retransmissions_behind_a_long_queue_of_retransmissions_are_dropped() {
         let start = Instant::now();
-        let (mut pacer, gauge) = GaugedPacer::new(PacerBuilder::new().with_target_bitrate(96_000.0).build());
+        let (mut pacer, gauge) =
+            GaugedPacer::new(PacerBuilder::new().with_target_bitrate(96_000.0).build(), Arc::default());
         // A long video queue does not hold a retransmission back.
         for _ in 0..10 {
             pacer.handle_write(rtp(1188, start)).unwrap();
         }
         // Retransmissions: up to 300 ms of them queued (three at 96 kbit/s), the next still goes in.
-        for _ in 0..4 {
-            pacer.handle_write(retransmission(1188, start)).unwrap();
+        for sequence_number in 0..4 {
+            pacer.handle_write(retransmission(1188, sequence_number, start)).unwrap();
         }
         assert_eq!(gauge.late_retransmissions(), 0);
         // 400 ms of retransmissions queued: the next would arrive too late.
-        pacer.handle_write(retransmission(1188, start)).unwrap();
+        pacer.handle_write(retransmission(1188, 4, start)).unwrap();
         assert_eq!(gauge.late_retransmissions(), 1);
         assert_eq!(gauge.queued_bytes(), 14 * 1200);
+    }
+
+    /// Drains what the pacer releases by `at`; the sequence numbers.
+    fn released_by(pacer: &mut GaugedPacer, at: Instant) -> Vec<u16> {
+        pacer.handle_timeout(at).unwrap();
+        std::iter::from_fn(|| pacer.poll_write())
+            .filter_map(|packet| match packet.message.packet {
+                Packet::Rtp(rtp) => Some(rtp.header.sequence_number),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_packet_is_retransmitted_once_per_round_trip() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let round_trip = Arc::new(RoundTrip::default());
+        round_trip.set(ms(300));
+        let (mut pacer, gauge) = GaugedPacer::new(
+            PacerBuilder::new().with_target_bitrate(96_000.0).with_burst_bits(9_600.0).build(),
+            round_trip.clone(),
+        );
+        // The browser asks for 7 twice before the first copy has left (the
+        // budget allows one 1200-byte packet per 100 ms), then for 8.
+        pacer.handle_write(retransmission(1188, 6, start)).unwrap();
+        pacer.handle_write(retransmission(1188, 7, start)).unwrap();
+        pacer.handle_write(retransmission(1188, 7, start + ms(50))).unwrap();
+        assert_eq!(gauge.duplicate_retransmissions(), 1, "a copy of 7 is queued");
+        assert_eq!(released_by(&mut pacer, start), [6]);
+        assert_eq!(released_by(&mut pacer, start + ms(100)), [7]);
+        // Asked again 100 and 250 ms after it left: it is still on its way.
+        pacer.handle_write(retransmission(1188, 7, start + ms(200))).unwrap();
+        pacer.handle_write(retransmission(1188, 7, start + ms(350))).unwrap();
+        assert_eq!(gauge.duplicate_retransmissions(), 3);
+        // A packet asked for the first time is not held back.
+        pacer.handle_write(retransmission(1188, 8, start + ms(350))).unwrap();
+        assert_eq!(released_by(&mut pacer, start + ms(350)), [8]);
+        // A round trip after it left, it was lost: sent again.
+        pacer.handle_write(retransmission(1188, 7, start + ms(420))).unwrap();
+        assert_eq!(released_by(&mut pacer, start + ms(460)), [7]);
+        assert_eq!(gauge.duplicate_retransmissions(), 3);
+        // With a 2 ms round trip (a LAN) a request 250 ms after it left is served.
+        round_trip.set(ms(2));
+        pacer.handle_write(retransmission(1188, 8, start + ms(600))).unwrap();
+        assert_eq!(released_by(&mut pacer, start + ms(600)), [8]);
+        assert_eq!(gauge.duplicate_retransmissions(), 3);
     }
 }

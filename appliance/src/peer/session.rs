@@ -701,6 +701,7 @@ async fn media_task(
                 backlog_ms = pacer.backlog().as_millis() as u64,
                 refused = pacer.refused(),
                 late_retransmissions = pacer.late_retransmissions(),
+                duplicate_retransmissions = pacer.duplicate_retransmissions(),
                 sent_frames,
                 sent_kbit = sent_bytes * 8 / 1000,
                 skipped = gate.skipped,
