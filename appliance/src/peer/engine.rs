@@ -25,6 +25,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 
+use super::delay_trend::{TrendlineDetector, Usage};
 use super::estimate::EstimateRules;
 use super::pacer_gauge::{GaugedPacer, PacerGauge, RoundTrip};
 use crate::media::h264_level::H264Level;
@@ -245,6 +246,8 @@ struct PublishedEstimate {
     delay_based: AtomicU64,
     loss_based: AtomicU64,
     loss: AtomicU64,
+    /// Times the trendline detector said the link was overused.
+    overuses: AtomicU64,
 }
 
 impl EstimateHandle {
@@ -257,6 +260,11 @@ impl EstimateHandle {
     pub fn halves(&self) -> (u64, u64, f64) {
         let read = |value: &AtomicU64| f64::from_bits(value.load(Ordering::Relaxed));
         (read(&self.0.delay_based) as u64, read(&self.0.loss_based) as u64, read(&self.0.loss))
+    }
+
+    /// Feedback reports after which the delay said the link was overused.
+    pub fn overuses(&self) -> u64 {
+        self.0.overuses.load(Ordering::Relaxed)
     }
 }
 
@@ -272,6 +280,8 @@ struct ReportingEstimator<E: BandwidthEstimator> {
     /// What the receiver acknowledged, over [`DELIVERED_WINDOW`].
     delivered: RateCalculator,
     rules: EstimateRules,
+    /// What the delay says (GCC's own delay half misses a slow overuse).
+    trend: TrendlineDetector,
     published: Arc<PublishedEstimate>,
     /// Smoothed round trip: feedback's arrival less the departure of the
     /// newest packet it acknowledges (which includes the few milliseconds
@@ -288,6 +298,7 @@ impl<E: BandwidthEstimator> ReportingEstimator<E> {
             inner,
             delivered: RateCalculator::new(DELIVERED_WINDOW),
             rules: EstimateRules::new(estimate, floor),
+            trend: TrendlineDetector::default(),
             published: published.clone(),
             round_trip,
         };
@@ -301,7 +312,16 @@ impl<E: BandwidthEstimator> ReportingEstimator<E> {
         let delivered = self.delivered.rate_bits_per_second(now);
         let stats = self.inner.stats();
         let loss = if fresh_feedback { stats.packet_loss } else { None };
-        let estimate = self.rules.next(now, self.inner.target_bitrate(), delivered, loss);
+        // On the timer the delay's verdict is an old report's too: it may
+        // hold the estimate, not lower it again.
+        if fresh_feedback && self.trend.usage() == Usage::Over {
+            self.published.overuses.fetch_add(1, Ordering::Relaxed);
+        }
+        let delay = match self.trend.usage() {
+            Usage::Over if !fresh_feedback => Usage::Under,
+            usage => usage,
+        };
+        let estimate = self.rules.next(now, self.inner.target_bitrate(), delivered, loss, delay);
         self.published.estimate.store(estimate.to_bits(), Ordering::Relaxed);
         let store =
             |to: &AtomicU64, value: Option<f64>| to.store(value.unwrap_or(0.0).to_bits(), Ordering::Relaxed);
@@ -315,6 +335,9 @@ impl<E: BandwidthEstimator> BandwidthEstimator for ReportingEstimator<E> {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         for report in reports.iter().filter(|report| report.arrived) {
             self.delivered.add(now, report.size);
+            if let Some(arrival) = report.arrival {
+                self.trend.on_packet(report.departure, arrival);
+            }
         }
         if let Some(newest) =
             reports.iter().filter(|report| report.arrived).map(|report| report.departure).max()

@@ -29,9 +29,17 @@
 //!   on the estimate rises only [`NEAR_CAPACITY_INCREASE`] a second,
 //!   approaching it rather than running through it again. What is delivered
 //!   above it raises it (the link got better).
+//! - **The delay's verdict** ([`crate::peer::delay_trend`], libwebrtc's
+//!   trendline detector): when the link's queue grows, the estimate falls
+//!   to [`OVERUSE_BACKOFF`] of what the receiver acknowledges (libwebrtc's
+//!   AIMD decrease) and the link's capacity is remembered, as for loss;
+//!   while the queue drains it does not rise. This finds a link's capacity
+//!   before it overflows, where loss finds it only after.
 //! - GCC's falls are followed at once.
 
 use std::time::{Duration, Instant};
+
+use crate::peer::delay_trend::Usage;
 
 /// Increases go at most to this times the delivered rate ...
 pub const DELIVERED_HEADROOM: f64 = 1.5;
@@ -47,6 +55,9 @@ pub const HIGH_LOSS: f64 = 0.10;
 pub const LOSS_DECREASE_INTERVAL: Duration = Duration::from_millis(300);
 /// Above this loss fraction the estimate does not rise.
 pub const LOW_LOSS: f64 = 0.02;
+/// When the delay says the link is overused, the estimate falls to this
+/// times the delivered rate (libwebrtc's beta).
+pub const OVERUSE_BACKOFF: f64 = 0.85;
 /// A fall to under this fraction of the estimate in one step is the
 /// link's limit met.
 pub const SHARP_FALL: f64 = 0.7;
@@ -92,9 +103,16 @@ impl EstimateRules {
     }
 
     /// The next estimate, from GCC's (`gcc`), the rate the receiver
-    /// acknowledges (`delivered`, if known) and the loss fraction GCC
-    /// averages (`loss`, if known).
-    pub fn next(&mut self, now: Instant, gcc: f64, delivered: Option<f64>, loss: Option<f64>) -> f64 {
+    /// acknowledges (`delivered`, if known), the loss fraction GCC
+    /// averages (`loss`, if known) and what the delay says (`delay`).
+    pub fn next(
+        &mut self,
+        now: Instant,
+        gcc: f64,
+        delivered: Option<f64>,
+        loss: Option<f64>,
+        delay: Usage,
+    ) -> f64 {
         let seconds = self
             .last_update
             .map_or(Duration::ZERO, |last| now.saturating_duration_since(last))
@@ -113,6 +131,13 @@ impl EstimateRules {
             self.last_loss_decrease = Some(now);
             limit_met = true;
         }
+        if let (Usage::Over, Some(delivered)) = (delay, delivered) {
+            let backoff = (delivered * OVERUSE_BACKOFF).max(self.floor);
+            if backoff < next {
+                next = backoff;
+                limit_met = true;
+            }
+        }
         if let Some(delivered) = delivered {
             if limit_met {
                 self.capacity = Some(delivered);
@@ -121,7 +146,7 @@ impl EstimateRules {
             }
         }
         if next > previous {
-            if loss > LOW_LOSS {
+            if loss > LOW_LOSS || delay != Usage::Normal {
                 next = previous;
             }
             if let Some(delivered) = delivered {
@@ -144,13 +169,14 @@ impl EstimateRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::delay_trend::Usage;
 
     const MS: Duration = Duration::from_millis(1);
 
     /// Rules at `estimate`, last updated at `at`.
     fn rules_at(estimate: f64, at: Instant) -> EstimateRules {
         let mut rules = EstimateRules::new(estimate, 100_000.0);
-        rules.next(at, estimate, None, None);
+        rules.next(at, estimate, None, None, Usage::Normal);
         rules
     }
 
@@ -159,10 +185,13 @@ mod tests {
         let t = Instant::now();
         let mut rules = rules_at(600_000.0, t);
         // GCC at 900 kbit/s while the viewer receives 400: 1.5 x 400 + 10.
-        assert_eq!(rules.next(t + 1000 * MS, 900_000.0, Some(400_000.0), None), 610_000.0);
+        assert_eq!(rules.next(t + 1000 * MS, 900_000.0, Some(400_000.0), None, Usage::Normal), 610_000.0);
         // Nothing delivered is known: the increase limit alone.
         let mut rules = rules_at(600_000.0, t);
-        assert_eq!(rules.next(t + 1000 * MS, 900_000.0, None, None), 600_000.0 * 1.08 + 1000.0);
+        assert_eq!(
+            rules.next(t + 1000 * MS, 900_000.0, None, None, Usage::Normal),
+            600_000.0 * 1.08 + 1000.0
+        );
     }
 
     #[test]
@@ -171,7 +200,7 @@ mod tests {
         // the estimate stays, it does not sink to 1.5 x almost nothing.
         let t = Instant::now();
         let mut rules = rules_at(600_000.0, t);
-        assert_eq!(rules.next(t + 100 * MS, 900_000.0, Some(20_000.0), None), 600_000.0);
+        assert_eq!(rules.next(t + 100 * MS, 900_000.0, Some(20_000.0), None, Usage::Normal), 600_000.0);
     }
 
     #[test]
@@ -180,7 +209,7 @@ mod tests {
         let mut rules = rules_at(300_000.0, t);
         // Ten updates in a second, GCC far above.
         for step in 1..=10 {
-            rules.next(t + step * 100 * MS, 5_000_000.0, Some(5_000_000.0), None);
+            rules.next(t + step * 100 * MS, 5_000_000.0, Some(5_000_000.0), None, Usage::Normal);
         }
         let expected = 300_000.0 * 1.08 + 1000.0;
         assert!((rules.estimate() - expected).abs() < 300.0, "{} vs {expected}", rules.estimate());
@@ -190,9 +219,9 @@ mod tests {
     fn falls_are_followed_at_once() {
         let t = Instant::now();
         let mut rules = rules_at(800_000.0, t);
-        assert_eq!(rules.next(t + 10 * MS, 700_000.0, Some(600_000.0), None), 700_000.0);
+        assert_eq!(rules.next(t + 10 * MS, 700_000.0, Some(600_000.0), None, Usage::Normal), 700_000.0);
         assert_eq!(rules.capacity(), None, "not a sharp fall");
-        assert_eq!(rules.next(t + 20 * MS, 150_000.0, Some(600_000.0), None), 150_000.0);
+        assert_eq!(rules.next(t + 20 * MS, 150_000.0, Some(600_000.0), None, Usage::Normal), 150_000.0);
         assert_eq!(rules.capacity(), Some(600_000.0), "a sharp fall: what was delivered then");
     }
 
@@ -200,20 +229,20 @@ mod tests {
     fn near_the_remembered_capacity_the_estimate_creeps() {
         let t = Instant::now();
         let mut rules = rules_at(800_000.0, t);
-        rules.next(t + 10 * MS, 150_000.0, Some(600_000.0), None);
+        rules.next(t + 10 * MS, 150_000.0, Some(600_000.0), None, Usage::Normal);
         // Back up at 8 % a second to 85 % of 600: 510 kbit/s, then 1 % of 600 a second.
         let mut at = t + 10 * MS;
         let mut seconds = 0;
         while rules.estimate() < 510_000.0 && seconds < 60 {
             at += 1000 * MS;
             seconds += 1;
-            rules.next(at, 5_000_000.0, Some((rules.estimate() * 1.4).min(600_000.0)), None);
+            rules.next(at, 5_000_000.0, Some((rules.estimate() * 1.4).min(600_000.0)), None, Usage::Normal);
         }
         assert!(seconds >= 15, "8 % a second from 150 to 510 kbit/s takes about 16 s, took {seconds}");
         let reached = rules.estimate();
         assert!(reached <= 510_000.0 + 6_000.0, "{reached}");
         at += 1000 * MS;
-        let next = rules.next(at, 5_000_000.0, Some(500_000.0), None);
+        let next = rules.next(at, 5_000_000.0, Some(500_000.0), None, Usage::Normal);
         assert!(
             next - reached.max(510_000.0) <= 6_000.0 + 1.0,
             "6 kbit/s a second near 600: {reached} -> {next}"
@@ -224,8 +253,8 @@ mod tests {
     fn more_delivered_than_remembered_raises_the_capacity() {
         let t = Instant::now();
         let mut rules = rules_at(800_000.0, t);
-        rules.next(t + 10 * MS, 150_000.0, Some(600_000.0), None);
-        rules.next(t + 20 * MS, 160_000.0, Some(900_000.0), None);
+        rules.next(t + 10 * MS, 150_000.0, Some(600_000.0), None, Usage::Normal);
+        rules.next(t + 20 * MS, 160_000.0, Some(900_000.0), None, Usage::Normal);
         assert_eq!(rules.capacity(), Some(900_000.0));
     }
 
@@ -234,13 +263,24 @@ mod tests {
         let t = Instant::now();
         let mut rules = rules_at(600_000.0, t);
         // GCC's own target far above (its loss half climbed unbounded): 30 % loss still lowers the estimate.
-        assert_eq!(rules.next(t + 100 * MS, 3_000_000.0, Some(590_000.0), Some(0.3)), 600_000.0 * 0.85);
+        assert_eq!(
+            rules.next(t + 100 * MS, 3_000_000.0, Some(590_000.0), Some(0.3), Usage::Normal),
+            600_000.0 * 0.85
+        );
         assert_eq!(rules.capacity(), Some(590_000.0));
         // Not again within 300 ms, and no rise while the loss lasts.
-        assert_eq!(rules.next(t + 200 * MS, 3_000_000.0, Some(590_000.0), Some(0.3)), 510_000.0);
-        assert_eq!(rules.next(t + 400 * MS, 3_000_000.0, Some(590_000.0), Some(0.05)), 510_000.0);
+        assert_eq!(
+            rules.next(t + 200 * MS, 3_000_000.0, Some(590_000.0), Some(0.3), Usage::Normal),
+            510_000.0
+        );
+        assert_eq!(
+            rules.next(t + 400 * MS, 3_000_000.0, Some(590_000.0), Some(0.05), Usage::Normal),
+            510_000.0
+        );
         // 5 % loss: held; 1 %: rises again.
-        assert!(rules.next(t + 1400 * MS, 3_000_000.0, Some(590_000.0), Some(0.01)) > 510_000.0);
+        assert!(
+            rules.next(t + 1400 * MS, 3_000_000.0, Some(590_000.0), Some(0.01), Usage::Normal) > 510_000.0
+        );
     }
 
     #[test]
@@ -248,8 +288,25 @@ mod tests {
         let t = Instant::now();
         let mut rules = rules_at(150_000.0, t);
         for step in 1..20 {
-            rules.next(t + step * 300 * MS, 100_000.0, Some(90_000.0), Some(0.5));
+            rules.next(t + step * 300 * MS, 100_000.0, Some(90_000.0), Some(0.5), Usage::Normal);
         }
         assert_eq!(rules.estimate(), 100_000.0);
+    }
+
+    #[test]
+    fn a_growing_queue_lowers_the_estimate_to_what_is_delivered_and_a_draining_one_holds_it() {
+        let t = Instant::now();
+        let mut rules = rules_at(700_000.0, t);
+        // GCC far above, 600 kbit/s delivered, the queue grows: 85 % of 600.
+        assert_eq!(rules.next(t + 100 * MS, 3_000_000.0, Some(600_000.0), None, Usage::Over), 510_000.0);
+        assert_eq!(rules.capacity(), Some(600_000.0));
+        // The queue drains: no rise.
+        assert_eq!(rules.next(t + 1100 * MS, 3_000_000.0, Some(600_000.0), None, Usage::Under), 510_000.0);
+        // Overuse with the estimate already under 85 % of what is delivered: no rise either.
+        assert_eq!(rules.next(t + 1200 * MS, 3_000_000.0, Some(700_000.0), None, Usage::Over), 510_000.0);
+        // The queue steady again: it rises.
+        assert!(rules.next(t + 2200 * MS, 3_000_000.0, Some(600_000.0), None, Usage::Normal) > 510_000.0);
+        // Never below the floor.
+        assert_eq!(rules.next(t + 2300 * MS, 3_000_000.0, Some(20_000.0), None, Usage::Over), 100_000.0);
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod backlog;
 pub mod camera;
+pub mod delay_trend;
 pub mod engine;
 pub mod estimate;
 pub mod pacer_gauge;

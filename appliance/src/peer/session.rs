@@ -695,6 +695,7 @@ async fn media_task(
                 estimate = estimate.bits_per_second(),
                 delay_based,
                 loss_based,
+                overuses = estimate.overuses(),
                 loss = format_args!("{loss:.3}"),
                 pacer_rate = pacer.rate() as u64,
                 pacer_queued = pacer.queued_bytes(),
