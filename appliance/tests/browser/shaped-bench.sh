@@ -3,7 +3,8 @@
 # network namespace, two viewers in two more, each joined to the camera by
 # its own veth pair (addresses from a private test range that exists only
 # inside these namespaces); the link to the second viewer is shaped on the
-# camera's side to 600 kbit/s (tc tbf) with 40 ms delay (netem). Runs
+# camera's side to 600 kbit/s (tc tbf) with 40 ms delay (netem, or where
+# the kernel has no netem, delay-line.py on a TUN device). Runs
 # shaped.mjs: figures, and with SHAPED_CHECK=1 (scripts/test.sh) a test of
 # issue 13's targets (see there). Needs root.
 # Usage: [SHAPED_CHECK=1] shaped-bench.sh path/to/lookout [lookout args]
@@ -17,8 +18,10 @@ n=$$
 cam="lqcam$n"; clean="lqcln$n"; weak="lqweak$n"
 state=$(mktemp -d)
 lookout_pid=""
+delay_pid=""
 cleanup() {
     [ -n "$lookout_pid" ] && kill "$lookout_pid" 2>/dev/null && wait "$lookout_pid" 2>/dev/null
+    [ -n "$delay_pid" ] && kill "$delay_pid" 2>/dev/null && wait "$delay_pid" 2>/dev/null
     for ns in "$cam" "$clean" "$weak"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$state"
 }
@@ -37,15 +40,28 @@ link() { # link VIEWER_NS CAM_IF VIEWER_IF SUBNET
 }
 link "$clean" "lqc$n" "lqv$n" 10.97.1
 link "$weak" "lqs$n" "lqw$n" 10.97.2
-# The camera's sends to the weak viewer: 40 ms delay, then 600 kbit/s. A
-# kernel without sch_netem (this project's CI machine) gets the rate limit
-# alone, and says so.
+# The camera's sends to the weak viewer: 40 ms delay, then 600 kbit/s.
 if ip netns exec "$cam" tc qdisc add dev "lqs$n" root handle 1: netem delay 40ms 2>/dev/null; then
     ip netns exec "$cam" tc qdisc add dev "lqs$n" parent 1:1 handle 10: tbf rate 600kbit burst 32kbit latency 300ms
     echo "shaped link: 600 kbit/s (tbf) + 40 ms (netem)"
 else
-    echo "shaped-bench: WARNING: this kernel has no netem qdisc: the shaped link is 600 kbit/s (tbf) WITHOUT the 40 ms delay" >&2
+    # No sch_netem (this project's CI machine): the camera's packets to the
+    # weak viewer are routed into a TUN device, where delay-line.py holds
+    # each 40 ms and writes it back; coming out of the TUN device they are
+    # routed (table 100) to the veth, through the tbf. accept_local: they
+    # carry the camera's own address as their source.
+    ip netns exec "$cam" python3 delay-line.py "lqd$n" 40 > "$state/delay-line.log" 2>&1 &
+    delay_pid=$!
+    for _ in $(seq 50); do ip -n "$cam" link show "lqd$n" > /dev/null 2>&1 && break; sleep 0.1; done
+    ip -n "$cam" link set "lqd$n" up
+    ip netns exec "$cam" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 \
+        "net.ipv4.conf.lqd$n.rp_filter=0" "net.ipv4.conf.lqd$n.accept_local=1"
+    ip -n "$cam" route del 10.97.2.0/24 dev "lqs$n"
+    ip -n "$cam" route add 10.97.2.0/24 dev "lqd$n"
+    ip -n "$cam" route add 10.97.2.0/24 dev "lqs$n" table 100
+    ip -n "$cam" rule add iif "lqd$n" lookup 100
     ip netns exec "$cam" tc qdisc add dev "lqs$n" root handle 10: tbf rate 600kbit burst 32kbit latency 300ms
+    echo "shaped link: 600 kbit/s (tbf) + 40 ms (delay-line.py: this kernel has no netem qdisc)"
 fi
 
 # SHAPED_QDISC_LOG=FILE: the shaped link's qdisc counters (sent, dropped,
@@ -73,5 +89,5 @@ for ns in "$clean" "$weak"; do
     chmod +x "$state/chromium-$ns"
 done
 SHAPED_URL_CLEAN="https://10.97.1.1:8443/#room=$secret" SHAPED_URL_WEAK="https://10.97.2.1:8443/#room=$secret" \
-SHAPED_BROWSER_CLEAN="$state/chromium-$clean" SHAPED_BROWSER_WEAK="$state/chromium-$weak" \
+SHAPED_BROWSER_CLEAN="$state/chromium-$clean" SHAPED_BROWSER_WEAK="$state/chromium-$weak" SHAPED_SECRET="$secret" \
     node shaped.mjs && { [ -z "${SHAPED_KEEP_LOG:-}" ] || cp "$state/lookout.log" "$SHAPED_KEEP_LOG"; } || { sed 's/\x1b\[[0-9;]*m//g' "$state/lookout.log" | tail -30 >&2; exit 1; }
