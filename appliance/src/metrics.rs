@@ -177,6 +177,7 @@ impl Scrape {
         let status = camera.snapshot();
         let counts = camera.counters().counts();
         let drops = camera.fanout().drops();
+        let link = camera.fanout().sent().link_counts();
         out.counter(
             "lookout_frames_captured",
             "Frames delivered by the camera source.",
@@ -195,7 +196,19 @@ impl Scrape {
                 ("encode_error", counts.encode_errors),
                 ("viewer_lagged", drops.lagged),
                 ("waiting_for_keyframe", drops.waiting_for_keyframe),
+                ("link_backlog", link.backlog_skipped),
             ],
+        )?;
+        out.labelled_counter(
+            "lookout_retransmissions_dropped",
+            "Retransmissions (answers to NACKs) not sent, by cause: late (behind 300 ms of others) or duplicate (a copy queued or on its way); summed over viewers.",
+            "cause",
+            &[("late", link.retransmissions_late), ("duplicate", link.retransmissions_duplicate)],
+        )?;
+        out.counter(
+            "lookout_link_overuses",
+            "Feedback reports after which a viewer's link was overused (its queue growing, so its estimate fell); summed over viewers.",
+            link.overuses,
         )?;
         out.labelled_counter(
             "lookout_keyframes",

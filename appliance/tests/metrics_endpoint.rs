@@ -207,6 +207,12 @@ async fn counters_move_while_a_viewer_holds_a_slot() {
     assert_eq!(busy.get("lookout_sent_bytes_total{transport=\"page\"}"), 0.0);
     assert_eq!(busy.get("lookout_sent_bytes_total{transport=\"whep\"}"), 0.0);
     assert_eq!(busy.get("lookout_capture_to_send_seconds_count"), 0.0);
+    // Nor has it a link yet to skip frames on or drop retransmissions for
+    // (a shaped link that does: tests/browser/shaped.mjs).
+    assert_eq!(busy.get("lookout_frames_dropped_total{cause=\"link_backlog\"}"), 0.0);
+    assert_eq!(busy.get("lookout_retransmissions_dropped_total{cause=\"late\"}"), 0.0);
+    assert_eq!(busy.get("lookout_retransmissions_dropped_total{cause=\"duplicate\"}"), 0.0);
+    assert_eq!(busy.get("lookout_link_overuses_total"), 0.0);
     assert_eq!(busy.families.get("lookout_capture_to_send_seconds").map(String::as_str), Some("histogram"));
     let keyframes = busy.get("lookout_keyframes_total{cause=\"requested\"}")
         + busy.get("lookout_keyframes_total{cause=\"encoder\"}");

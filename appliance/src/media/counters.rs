@@ -100,6 +100,11 @@ pub struct SendCounters {
     capture_to_send: Histogram,
     /// H.264 bytes handed to viewers' tracks, by [`Transport::ALL`] index.
     sent_bytes: [AtomicU64; Transport::ALL.len()],
+    /// Frames not sent to a viewer because its pacer was backed up.
+    backlog_skipped: AtomicU64,
+    retransmissions_late: AtomicU64,
+    retransmissions_duplicate: AtomicU64,
+    link_overuses: AtomicU64,
 }
 
 impl Default for SendCounters {
@@ -107,8 +112,27 @@ impl Default for SendCounters {
         SendCounters {
             capture_to_send: Histogram::new(CAPTURE_TO_SEND_BUCKETS),
             sent_bytes: std::array::from_fn(|_| AtomicU64::new(0)),
+            backlog_skipped: AtomicU64::new(0),
+            retransmissions_late: AtomicU64::new(0),
+            retransmissions_duplicate: AtomicU64::new(0),
+            link_overuses: AtomicU64::new(0),
         }
     }
+}
+
+/// What the viewers' links cost, summed over viewers (past ones included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkCounts {
+    /// Frames skipped for a viewer whose pacer was backed up (`peer::backlog`).
+    pub backlog_skipped: u64,
+    /// Retransmissions dropped behind a long queue of them (`peer::pacer_gauge`).
+    pub retransmissions_late: u64,
+    /// Retransmissions dropped because a copy was queued or less than a
+    /// round trip on its way.
+    pub retransmissions_duplicate: u64,
+    /// Feedback reports after which a viewer's link was overused (its queue
+    /// growing; the viewer's estimate falls, `peer::delay_trend`).
+    pub overuses: u64,
 }
 
 impl SendCounters {
@@ -117,6 +141,33 @@ impl SendCounters {
     pub fn sent(&self, transport: Transport, bytes: usize, captured: Instant, sent: Instant) {
         self.capture_to_send.observe(capture_to_send(captured, sent).as_secs_f64());
         self.sent_bytes[transport.index()].fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A frame not sent to a viewer whose pacer was backed up.
+    pub fn skipped_for_backlog(&self) {
+        self.backlog_skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds what one viewer's link counted since its last call (`since`
+    /// holds what it had counted then, and is brought up to `now`).
+    pub fn add_link(&self, since: &mut LinkCounts, now: LinkCounts) {
+        let add = |to: &AtomicU64, before: u64, after: u64| {
+            to.fetch_add(after.saturating_sub(before), Ordering::Relaxed);
+        };
+        add(&self.retransmissions_late, since.retransmissions_late, now.retransmissions_late);
+        add(&self.retransmissions_duplicate, since.retransmissions_duplicate, now.retransmissions_duplicate);
+        add(&self.link_overuses, since.overuses, now.overuses);
+        *since = LinkCounts { backlog_skipped: since.backlog_skipped, ..now };
+    }
+
+    /// The links' counts, summed over viewers since the start.
+    pub fn link_counts(&self) -> LinkCounts {
+        LinkCounts {
+            backlog_skipped: self.backlog_skipped.load(Ordering::Relaxed),
+            retransmissions_late: self.retransmissions_late.load(Ordering::Relaxed),
+            retransmissions_duplicate: self.retransmissions_duplicate.load(Ordering::Relaxed),
+            overuses: self.link_overuses.load(Ordering::Relaxed),
+        }
     }
 
     /// The capture-to-send histogram (encoded as it is by `/metrics`).
@@ -171,6 +222,33 @@ mod tests {
                 .to_owned()
         };
         (value("h_sum").parse().unwrap(), value("h_count").parse().unwrap())
+    }
+
+    #[test]
+    fn each_viewers_link_counts_add_up_once() {
+        let counters = SendCounters::default();
+        let (mut first, mut second) = (LinkCounts::default(), LinkCounts::default());
+        let link = |late, duplicate, overuses| LinkCounts {
+            backlog_skipped: 0,
+            retransmissions_late: late,
+            retransmissions_duplicate: duplicate,
+            overuses,
+        };
+        // Each viewer's figures are its connection's totals: added as they grow.
+        counters.add_link(&mut first, link(2, 10, 1));
+        counters.add_link(&mut second, link(0, 5, 0));
+        counters.add_link(&mut first, link(3, 10, 4));
+        counters.add_link(&mut first, link(3, 10, 4));
+        counters.skipped_for_backlog();
+        assert_eq!(
+            counters.link_counts(),
+            LinkCounts {
+                backlog_skipped: 1,
+                retransmissions_late: 3,
+                retransmissions_duplicate: 15,
+                overuses: 4
+            }
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ use super::engine::{h264_codec, Engine, PeerSettings};
 use super::pacer_gauge::PacerGauge;
 use super::signal::{candidate_json, first_mid, offer_for_browser, ViewerSignal};
 use super::video_track::{Negotiated, VideoTrack};
+use crate::media::counters::LinkCounts;
 use crate::media::fanout::{Fanout, FeedClosed};
 use crate::signaling::ClientId;
 use crate::viewers::Transport;
@@ -635,6 +636,14 @@ async fn media_task(
     let mut gate = BacklogGate::default();
     let mut last_log = Instant::now();
     let (mut sent_frames, mut sent_bytes, mut requests) = (0u64, 0u64, 0u64);
+    // This link's counts as last added to /metrics' totals.
+    let mut counted = LinkCounts::default();
+    let link_counts = || LinkCounts {
+        backlog_skipped: 0,
+        retransmissions_late: pacer.late_retransmissions(),
+        retransmissions_duplicate: pacer.duplicate_retransmissions(),
+        overuses: estimate.overuses(),
+    };
     let reason = loop {
         let frame = tokio::select! {
             frame = feed.next() => match frame {
@@ -674,6 +683,8 @@ async fn media_task(
                 let age = frame.captured_at.elapsed().unwrap_or_default().as_millis() as u64;
                 tracing::debug!(target: BENCH, %viewer, keyframe = frame.keyframe, bytes = frame.data.len(), capture_age_ms = age, "bench: first-frame-sent");
             }
+        } else {
+            fanout.sent().skipped_for_backlog();
         }
         // A viewer waiting for the keyframe it chose to wait for gets it
         // without asking everyone's encoder for one.
@@ -688,6 +699,7 @@ async fn media_task(
             last_report = Instant::now();
         }
         if last_log.elapsed() >= Duration::from_secs(1) {
+            fanout.sent().add_link(&mut counted, link_counts());
             let (delay_based, loss_based, loss) = estimate.halves();
             tracing::debug!(
                 target: LINK,
@@ -717,6 +729,7 @@ async fn media_task(
             sent_bytes = 0;
         }
     };
+    fanout.sent().add_link(&mut counted, link_counts());
     drop(feed);
     let _ = events.send(SessionEvent::Ended(viewer, reason));
 }

@@ -13,10 +13,12 @@
 // keeps >= 10 fps at a median latency under 1 s (live, not seconds behind)
 // and shows a picture at least once a second (no gap over 1 s between
 // presented frames, from 5 s after its first).
+// The camera's /metrics must count what the shaped link cost: frames
+// skipped behind its backed-up pacer, retransmissions dropped, overuses.
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS, inboundVideoStats, waitForVideo } from './harness.mjs';
 
-const { SHAPED_URL_CLEAN, SHAPED_URL_WEAK, SHAPED_BROWSER_CLEAN, SHAPED_BROWSER_WEAK } = process.env;
+const { SHAPED_URL_CLEAN, SHAPED_URL_WEAK, SHAPED_BROWSER_CLEAN, SHAPED_BROWSER_WEAK, SHAPED_SECRET } = process.env;
 const SECONDS = Number(process.env.SHAPED_SECONDS || 30);
 
 function median(values) {
@@ -73,7 +75,8 @@ function summary(name, frames, stats0, stats1) {
   };
   console.log(`${name.padEnd(34)} ${((stats1.framesDecoded - stats0.framesDecoded) / seconds).toFixed(1)} fps decoded,`
     + ` latency median ${median(latencies).toFixed(0)} ms p90 ${quantile(latencies, 0.9).toFixed(0)} ms,`
-    + ` longest gap ${Math.max(...gaps).toFixed(0)} ms, keyframes ${stats1.keyFramesDecoded - stats0.keyFramesDecoded}`
+    + ` longest gap ${Math.max(...gaps).toFixed(0)} ms (ending ${((frames[gaps.indexOf(Math.max(...gaps)) + 1]?.[0] - frames[0]?.[0]) / 1000).toFixed(1)} s in`
+    + ` at ${new Date(frames[gaps.indexOf(Math.max(...gaps)) + 1]?.[0]).toISOString().slice(11, 22)}), keyframes ${stats1.keyFramesDecoded - stats0.keyFramesDecoded}`
     + ` in ${seconds.toFixed(0)} s, freezes ${stats1.freezeCount - stats0.freezeCount}, PLI sent ${stats1.pliCount - stats0.pliCount}`);
   return figures;
 }
@@ -142,6 +145,24 @@ try {
   });
   const info = await clean.page.evaluate(async () => (await fetch('/api/info')).json());
   console.log(`encoder bitrate at the end: ${(info.camera.bitrate / 1000).toFixed(0)} kbit/s, viewers ${info.camera.viewers}`);
+  // What the shaped link cost, as the camera's /metrics tells it (the
+  // room secret is the bearer token).
+  const metrics = await clean.page.evaluate(async (secret) => {
+    const response = await fetch('/metrics', { headers: { Authorization: `Bearer ${secret}` } });
+    return `${response.status}\n${await response.text()}`;
+  }, SHAPED_SECRET);
+  if (!metrics.startsWith('200\n')) console.log(`/metrics answered ${metrics.slice(0, 200)}`);
+  const metric = (sample) => Number(metrics.split('\n').find((line) => line.startsWith(`${sample} `))?.split(' ')[1]);
+  const cost = {
+    skipped: metric('lookout_frames_dropped_total{cause="link_backlog"}'),
+    late: metric('lookout_retransmissions_dropped_total{cause="late"}'),
+    duplicate: metric('lookout_retransmissions_dropped_total{cause="duplicate"}'),
+    overuses: metric('lookout_link_overuses_total'),
+  };
+  console.log(`/metrics: frames skipped behind a backed-up pacer ${cost.skipped}, retransmissions dropped late ${cost.late}`
+    + ` and duplicate ${cost.duplicate}, link overuses ${cost.overuses}`);
+  check('/metrics counts what the shaped link cost (skipped frames, dropped retransmissions, overuses)',
+    Object.values(cost).every((value) => value >= 1), JSON.stringify(cost));
 } finally {
   polling = false;
   await clean.browser.close();
