@@ -52,8 +52,9 @@ struct Shared {
     sender: Mutex<Option<broadcast::Sender<Arc<EncodedFrame>>>>,
     keyframe_requested: AtomicBool,
     next_viewer: AtomicU64,
-    /// The encoder's current target, bits per second (0: not encoding yet).
-    encoder_target: AtomicU64,
+    /// The stream's rate, bits per second, that viewers' layers are
+    /// chosen against (0: not encoding yet; `rate::StreamRate`).
+    stream_rate: AtomicU64,
     /// Each viewer's latest bandwidth estimate, bits per second, and when.
     estimates: Mutex<HashMap<u64, (u64, Instant)>>,
     /// Viewers holding a slot in the room (the hub writes it).
@@ -94,7 +95,7 @@ impl Fanout {
                 sender: Mutex::new(Some(sender)),
                 keyframe_requested: AtomicBool::new(false),
                 next_viewer: AtomicU64::new(1),
-                encoder_target: AtomicU64::new(0),
+                stream_rate: AtomicU64::new(0),
                 estimates: Mutex::new(HashMap::new()),
                 viewers: ViewerCount::new(),
                 dropped_lagged: AtomicU64::new(0),
@@ -155,10 +156,11 @@ impl Fanout {
         self.shared.keyframe_requested.swap(false, Ordering::Relaxed)
     }
 
-    /// The encoder's target now (the worker calls this per frame); viewers
-    /// well below it get the base layer only.
-    pub fn set_encoder_target(&self, bits_per_second: u64) {
-        self.shared.encoder_target.store(bits_per_second, Ordering::Relaxed);
+    /// The stream's rate now: the encoder's target or what it wrote,
+    /// whichever is higher (the worker calls this per frame); viewers well
+    /// below it get the base layer only.
+    pub fn set_stream_rate(&self, bits_per_second: u64) {
+        self.shared.stream_rate.store(bits_per_second, Ordering::Relaxed);
     }
 
     /// The viewers' bandwidth estimates reported within [`ESTIMATE_FRESH`]
@@ -288,11 +290,17 @@ impl ViewerFeed {
         let mut estimates = self.shared.estimates.lock().unwrap_or_else(|p| p.into_inner());
         estimates.insert(self.id, (bits_per_second, Instant::now()));
         drop(estimates);
-        let target = self.shared.encoder_target.load(Ordering::Relaxed);
-        if target > 0 {
-            let layer = viewer_max_layer(self.max_layer, bits_per_second, target).min(test_layer_cap());
+        let stream_rate = self.shared.stream_rate.load(Ordering::Relaxed);
+        if stream_rate > 0 {
+            let layer = viewer_max_layer(self.max_layer, bits_per_second, stream_rate).min(test_layer_cap());
             if layer != self.max_layer {
-                tracing::debug!(viewer = self.id, layer, estimate = bits_per_second, target, "viewer layers");
+                tracing::debug!(
+                    viewer = self.id,
+                    layer,
+                    estimate = bits_per_second,
+                    stream_rate,
+                    "viewer layers"
+                );
                 self.max_layer = layer;
             }
         }
@@ -403,7 +411,7 @@ mod tests {
         let mut strong = fanout.subscribe().unwrap();
         let mut weak = fanout.subscribe().unwrap();
         fanout.take_keyframe_request();
-        fanout.set_encoder_target(2_500_000);
+        fanout.set_stream_rate(2_500_000);
         strong.report_estimate(3_000_000);
         weak.report_estimate(600_000);
         assert_eq!((strong.max_layer(), weak.max_layer()), (1, 0));

@@ -638,6 +638,7 @@ impl Worker {
         let fanout = &self.shared.fanout;
         let mut last_keyframe: Option<Instant> = None;
         let mut encoder_errors = 0u32;
+        let mut stream_rate = rate::StreamRate::default();
         let stills = &self.shared.stills;
         loop {
             // Nobody watches: the source hands its buffer straight back, no
@@ -669,13 +670,14 @@ impl Worker {
             // The policy (median of fresh estimates, else --bitrate): `media::rate`.
             let estimates = fanout.fresh_estimates(Instant::now());
             encoder.set_bitrate(rate::encoder_target(&estimates, settings.encoder.bitrate));
-            fanout.set_encoder_target(u64::from(encoder.bitrate()));
+            fanout.set_stream_rate(u64::from(encoder.bitrate()).max(stream_rate.bits_per_second()));
             let encode_started = Instant::now();
             match encoder.encode(&frame, keyframe) {
                 Ok(encoded) => {
                     encoder_errors = 0;
                     let took = encode_started.elapsed();
                     self.shared.counters.encoded(took, encoded.data.len(), encoded.keyframe, keyframe);
+                    stream_rate.add(Instant::now(), encoded.data.len());
                     if encoded.keyframe {
                         last_keyframe = Some(Instant::now());
                     }

@@ -13,10 +13,15 @@
 //!   `--bitrate`, instead of keeping whatever the last viewer's link allowed.
 //! - **Layers**: the encoder writes two temporal layers (every other frame
 //!   is a non-reference frame of layer 1). A viewer whose own estimate is
-//!   below [`BASE_ONLY_BELOW`] of the encoder's target gets only the base
+//!   below [`BASE_ONLY_BELOW`] of the stream's rate gets only the base
 //!   layer (half the frame rate, roughly two thirds of the bits) until its
 //!   estimate is back above [`ALL_LAYERS_FROM`] of it; no keyframe is needed
-//!   either way, for anyone.
+//!   either way, for anyone. The stream's rate is the encoder's target or
+//!   what it wrote over the last [`STREAM_RATE_WINDOW`] ([`StreamRate`]),
+//!   whichever is higher: at a low target openh264 writes more than asked
+//!   (1280x720 test pattern, target 300 kbit/s: 500 kbit/s written), and a
+//!   viewer measured against the target got every frame of a stream near
+//!   its link's capacity.
 //! - **Keyframes**: each viewer may ask at most once per
 //!   [`KEYFRAME_INTERVAL`]; a request within that time is kept and sent when
 //!   the interval is over (a PLI burst costs one IDR, and one viewer cannot
@@ -37,16 +42,56 @@ pub const BASE_ONLY_BELOW: f64 = 0.75;
 /// ... and all layers again once its estimate is above this share.
 pub const ALL_LAYERS_FROM: f64 = 0.9;
 
+/// What the encoder wrote is measured over this (one IDR interval at the
+/// default `--idr-interval`, so a keyframe counts once).
+pub const STREAM_RATE_WINDOW: Duration = Duration::from_secs(2);
+
 /// The highest temporal layer a viewer gets (0: base only; 1: all), from
-/// its estimate and the encoder's target, with hysteresis around `current`.
-pub fn viewer_max_layer(current: u8, estimate: u64, encoder_target: u64) -> u8 {
-    let share = estimate as f64 / encoder_target.max(1) as f64;
+/// its estimate and the stream's rate, with hysteresis around `current`.
+pub fn viewer_max_layer(current: u8, estimate: u64, stream_rate: u64) -> u8 {
+    let share = estimate as f64 / stream_rate.max(1) as f64;
     if share < BASE_ONLY_BELOW {
         0
     } else if share >= ALL_LAYERS_FROM {
         1
     } else {
         current
+    }
+}
+
+/// What the encoder wrote over the last [`STREAM_RATE_WINDOW`].
+#[derive(Debug, Default)]
+pub struct StreamRate {
+    /// (when, bytes) of each frame in the window, oldest first.
+    frames: std::collections::VecDeque<(Instant, usize)>,
+    bytes: usize,
+}
+
+impl StreamRate {
+    /// One encoded frame of `bytes`.
+    pub fn add(&mut self, now: Instant, bytes: usize) {
+        self.frames.push_back((now, bytes));
+        self.bytes += bytes;
+        while let Some(&(at, old)) = self.frames.front() {
+            if now.saturating_duration_since(at) <= STREAM_RATE_WINDOW {
+                break;
+            }
+            self.frames.pop_front();
+            self.bytes -= old;
+        }
+    }
+
+    /// Bits per second over the window (0 until it holds two frames; over
+    /// their span until the window is full).
+    pub fn bits_per_second(&self) -> u64 {
+        match (self.frames.front(), self.frames.back()) {
+            (Some(&(first, first_bytes)), Some(&(last, _))) if self.frames.len() > 1 => {
+                // The first frame opens the span; its bytes are before it.
+                let span = last.saturating_duration_since(first).as_secs_f64().max(1e-3);
+                ((self.bytes - first_bytes) as f64 * 8.0 / span) as u64
+            }
+            _ => 0,
+        }
     }
 }
 
@@ -106,6 +151,28 @@ mod tests {
         );
         assert_eq!(encoder_target(&[600_000, 500_000, 4_000_000, 3_000_000], 2_500_000), 540_000);
         assert_eq!(encoder_target(&[u64::MAX], 1), u32::MAX);
+    }
+
+    #[test]
+    fn the_stream_rate_is_what_was_written_over_the_last_two_seconds() {
+        let start = Instant::now();
+        let mut rate = StreamRate::default();
+        assert_eq!(rate.bits_per_second(), 0);
+        // 30 fps of 2,500-byte frames: 600 kbit/s.
+        for frame in 0..90u32 {
+            rate.add(start + Duration::from_millis(u64::from(frame) * 1000 / 30), 2500);
+        }
+        let measured = rate.bits_per_second();
+        assert!(measured.abs_diff(600_000) < 1000, "{measured}");
+        // A keyframe of 30 kB among them: counted while it is in the window ...
+        rate.add(start + Duration::from_millis(3000), 30_000);
+        assert!(rate.bits_per_second() > 700_000, "{}", rate.bits_per_second());
+        // ... and gone 2 s later.
+        for frame in 1..=61u32 {
+            rate.add(start + Duration::from_millis(3000 + u64::from(frame) * 1000 / 30), 2500);
+        }
+        let measured = rate.bits_per_second();
+        assert!(measured.abs_diff(600_000) < 1000, "{measured}");
     }
 
     #[test]
