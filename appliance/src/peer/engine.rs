@@ -312,11 +312,11 @@ impl<E: BandwidthEstimator> ReportingEstimator<E> {
         let delivered = self.delivered.rate_bits_per_second(now);
         let stats = self.inner.stats();
         let loss = if fresh_feedback { stats.packet_loss } else { None };
-        // On the timer the delay's verdict is an old report's too: it may
-        // hold the estimate, not lower it again.
         if fresh_feedback && self.trend.usage() == Usage::Over {
             self.published.overuses.fetch_add(1, Ordering::Relaxed);
         }
+        // On the timer the delay's verdict is an old report's too: it may
+        // hold the estimate, not lower it again.
         let delay = match self.trend.usage() {
             Usage::Over if !fresh_feedback => Usage::Under,
             usage => usage,
