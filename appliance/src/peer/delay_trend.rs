@@ -43,6 +43,10 @@ pub const THRESHOLD_DOWN: f64 = 0.039;
 pub const MAX_ADAPT_OFFSET: f64 = 15.0;
 /// Packets that arrived together join a group for at most this long.
 pub const MAX_BURST_DURATION: Duration = Duration::from_millis(100);
+/// A change in one-way delay this large between two groups is a jump of
+/// the receiver's clock (its feedback's reference time wrapped or was
+/// reset), not the link: the trend starts again (libwebrtc's is 3 s).
+pub const CLOCK_JUMP: f64 = 3000.0;
 /// Above the threshold this long, and for two groups, is overuse.
 pub const OVERUSE_TIME_MS: f64 = 10.0;
 
@@ -158,11 +162,28 @@ impl TrendlineDetector {
         if let Some(previous) = self.previous.replace(closed) {
             let send_delta = millis(closed.last_departure.saturating_duration_since(previous.last_departure));
             let arrival_delta = millis(closed.last_arrival) - millis(previous.last_arrival);
-            // Reordered groups carry no trend.
-            if arrival_delta >= 0.0 {
+            if (arrival_delta - send_delta).abs() > CLOCK_JUMP {
+                self.restart_trend();
+            } else if arrival_delta >= 0.0 {
+                // (Reordered groups carry no trend.)
                 self.update(arrival_delta, send_delta, millis(closed.last_arrival));
             }
         }
+    }
+
+    /// Forgets the delay history (the threshold, which describes the link's
+    /// noise, stays).
+    fn restart_trend(&mut self) {
+        self.first_arrival_ms = None;
+        self.deltas = 0;
+        self.accumulated_delay_ms = 0.0;
+        self.smoothed_delay_ms = 0.0;
+        self.history.clear();
+        self.trend = 0.0;
+        self.last_threshold_update_ms = None;
+        self.time_over_using_ms = None;
+        self.overuse_count = 0;
+        self.usage = Usage::Normal;
     }
 
     fn update(&mut self, arrival_delta: f64, send_delta: f64, arrival_ms: f64) {
@@ -303,6 +324,23 @@ mod tests {
             assert_ne!(detector.usage(), Usage::Over, "group {group}");
         }
         assert!(saw_under);
+    }
+
+    #[test]
+    fn a_jump_of_the_receivers_clock_is_not_overuse() {
+        let start = Instant::now();
+        let mut detector = TrendlineDetector::default();
+        // Groups 33 ms apart on a steady link; after two seconds the
+        // receiver's clock jumps 16 s ahead (its reference time wrapped).
+        for group in 0..180u32 {
+            let depart_ms = f64::from(group) * 33.0;
+            let jump = if group >= 60 { 16_000.0 } else { 0.0 };
+            detector.on_packet(
+                start + Duration::from_secs_f64(depart_ms / 1000.0),
+                Duration::from_secs_f64((depart_ms + 20.0 + jump) / 1000.0),
+            );
+            assert_eq!(detector.usage(), Usage::Normal, "group {group}");
+        }
     }
 
     #[test]
