@@ -109,13 +109,19 @@ export async function readStrip(page) {
   return page.evaluate(() => new Promise((resolve) => {
     const video = document.getElementById('video');
     video.requestVideoFrameCallback(() => {
-      const now = Date.now();
       const canvas = document.createElement('canvas');
       canvas.width = video.videoWidth;
       canvas.height = 16;
       const context = canvas.getContext('2d', { willReadFrequently: true });
       context.drawImage(video, 0, 0, video.videoWidth, 16, 0, 0, video.videoWidth, 16);
       const pixels = context.getImageData(0, 0, canvas.width, 16).data;
+      // The time after the pixels are read: drawImage takes the frame the
+      // element shows at that moment, which after a stall of this page's
+      // main thread (a loaded machine) is a newer one than the callback's.
+      // Read before, the newer frame's capture time came out 60 ms after
+      // "now" (a CI run of layers.test.mjs at 15 fps); read after, the
+      // figure is an upper bound of the frame's latency, never negative.
+      const now = Date.now();
       let value = 0n;
       for (let bit = 0; bit < 48; bit += 1) {
         const offset = (8 * canvas.width + bit * 12 + 6) * 4;
