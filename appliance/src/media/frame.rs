@@ -1,7 +1,7 @@
 //! Raw video frames: planar YUV 4:2:0 (I420) with row strides, as cameras
 //! deliver them and as the H.264 encoder takes them.
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// One I420 picture. Planes may be padded: a row of the Y plane is
 /// `y_stride >= width` bytes, a row of U and V `uv_stride >= width / 2`.
@@ -21,6 +21,32 @@ pub struct VideoFrame {
     pub captured_mono: Instant,
     /// Counts frames from the source's start.
     pub sequence: u64,
+}
+
+/// Two monotonic reads around the wall-clock read further apart than this
+/// mean the thread was preempted between them: read again.
+pub const CLOCK_PAIR_TOLERANCE: Duration = Duration::from_micros(200);
+
+/// The wall clock and the monotonic clock read at one moment, for a frame
+/// captured now: a frame's wall time (its timestamp strip, its latency)
+/// and its monotonic time (its RTP timestamp) must name the same instant.
+/// Read one after the other, a preemption between the reads on a loaded
+/// machine put them 4.8 ms apart (a CI run of the timing test, which
+/// allows 2 ms). The monotonic clock is read before and after the wall
+/// clock, and the pair taken again (up to three times) while the two are
+/// more than [`CLOCK_PAIR_TOLERANCE`] apart.
+pub fn capture_clocks() -> (SystemTime, Instant) {
+    let mut pair = (SystemTime::now(), Instant::now());
+    for _ in 0..3 {
+        let before = Instant::now();
+        let wall = SystemTime::now();
+        let after = Instant::now();
+        pair = (wall, before + (after - before) / 2);
+        if after - before <= CLOCK_PAIR_TOLERANCE {
+            break;
+        }
+    }
+    pair
 }
 
 /// Why a frame's geometry is unusable.
@@ -43,11 +69,19 @@ impl VideoFrame {
     /// A frame without padding, all samples mid-grey (128), to draw into;
     /// its monotonic capture time is now.
     pub fn grey(width: usize, height: usize, captured_at: SystemTime, sequence: u64) -> VideoFrame {
-        // Read before the planes are allocated, so the two capture times
-        // (`captured_at`, read by the caller just before) stay together: a
-        // frame's planes are fresh mappings, and page-faulting 1.4 MB in
-        // between moved them apart by up to a few ms on a busy machine.
-        let captured_mono = Instant::now();
+        VideoFrame::grey_at(width, height, (captured_at, Instant::now()), sequence)
+    }
+
+    /// A grey frame (as [`VideoFrame::grey`]) captured at `(wall, monotonic)`,
+    /// both read before the planes are allocated: a frame's planes are fresh
+    /// mappings, and page-faulting 1.4 MB between the two reads moved them
+    /// apart by up to a few ms on a busy machine (see [`capture_clocks`]).
+    pub fn grey_at(
+        width: usize,
+        height: usize,
+        (captured_at, captured_mono): (SystemTime, Instant),
+        sequence: u64,
+    ) -> VideoFrame {
         VideoFrame {
             width,
             height,
@@ -132,5 +166,16 @@ mod tests {
         let mut narrow = VideoFrame::blank(64, 48);
         narrow.uv_stride = 16;
         assert!(matches!(narrow.validate(), Err(FrameError::NarrowStride { .. })));
+    }
+
+    #[test]
+    fn the_capture_clocks_name_one_moment() {
+        // The pair against the clocks read around it: the wall time lies
+        // between two wall reads, the monotonic time between two monotonic ones.
+        let (wall_before, mono_before) = (SystemTime::now(), Instant::now());
+        let (wall, mono) = capture_clocks();
+        let (mono_after, wall_after) = (Instant::now(), SystemTime::now());
+        assert!(wall_before <= wall && wall <= wall_after);
+        assert!(mono_before <= mono && mono <= mono_after);
     }
 }

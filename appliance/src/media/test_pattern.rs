@@ -9,9 +9,9 @@
 //! measure capture-to-display latency from decoded video by sampling the
 //! block centres.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use super::frame::VideoFrame;
+use super::frame::{capture_clocks, VideoFrame};
 use super::pacer::FramePacer;
 use super::source::{CaptureFormat, FrameSource, SourceError};
 
@@ -64,11 +64,18 @@ impl TestPattern {
         Ok(TestPattern { format, pacer: FramePacer::new(fps), sequence: 0, bar_row, u_row })
     }
 
-    /// Draws frame number `sequence` captured at `captured_at` (no pacing).
+    /// Draws frame number `sequence` captured at `captured_at` (no pacing;
+    /// its monotonic capture time is now).
     pub fn render(&self, sequence: u64, captured_at: SystemTime) -> VideoFrame {
+        self.render_at(sequence, (captured_at, Instant::now()))
+    }
+
+    /// Draws frame number `sequence` captured at `(wall, monotonic)`
+    /// (`frame::capture_clocks`).
+    pub fn render_at(&self, sequence: u64, captured: (SystemTime, Instant)) -> VideoFrame {
         let CaptureFormat { width, height, .. } = self.format;
         // Every luma row and chroma row is overwritten below.
-        let mut frame = VideoFrame::grey(width, height, captured_at, sequence);
+        let mut frame = VideoFrame::grey_at(width, height, captured, sequence);
         let shift = (sequence as usize * 4) % BAR_PERIOD;
         for (row, line) in frame.y.chunks_exact_mut(width).enumerate() {
             let start = (shift + row) % BAR_PERIOD;
@@ -166,7 +173,7 @@ impl FrameSource for TestPattern {
 
     fn next_frame(&mut self) -> Result<VideoFrame, SourceError> {
         self.pacer.wait();
-        let frame = self.render(self.sequence, SystemTime::now());
+        let frame = self.render_at(self.sequence, capture_clocks());
         self.sequence += 1;
         Ok(frame)
     }
@@ -175,7 +182,7 @@ impl FrameSource for TestPattern {
     /// frames cost a sleep, no drawing and no allocation.
     fn next_frame_if(&mut self, wanted: &mut dyn FnMut() -> bool) -> Result<Option<VideoFrame>, SourceError> {
         self.pacer.wait();
-        let frame = wanted().then(|| self.render(self.sequence, SystemTime::now()));
+        let frame = wanted().then(|| self.render_at(self.sequence, capture_clocks()));
         self.sequence += 1;
         Ok(frame)
     }
