@@ -143,21 +143,18 @@ impl SendCounters {
         self.sent_bytes[transport.index()].fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    /// A frame not sent to a viewer whose pacer was backed up.
-    pub fn skipped_for_backlog(&self) {
-        self.backlog_skipped.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Adds what one viewer's link counted since its last call (`since`
-    /// holds what it had counted then, and is brought up to `now`).
+    /// Adds what one viewer's link counted since its last call: `now` are
+    /// its connection's totals, `since` what it had counted then (brought
+    /// up to `now`).
     pub fn add_link(&self, since: &mut LinkCounts, now: LinkCounts) {
         let add = |to: &AtomicU64, before: u64, after: u64| {
             to.fetch_add(after.saturating_sub(before), Ordering::Relaxed);
         };
+        add(&self.backlog_skipped, since.backlog_skipped, now.backlog_skipped);
         add(&self.retransmissions_late, since.retransmissions_late, now.retransmissions_late);
         add(&self.retransmissions_duplicate, since.retransmissions_duplicate, now.retransmissions_duplicate);
         add(&self.link_overuses, since.overuses, now.overuses);
-        *since = LinkCounts { backlog_skipped: since.backlog_skipped, ..now };
+        *since = now;
     }
 
     /// The links' counts, summed over viewers since the start.
@@ -228,18 +225,17 @@ mod tests {
     fn each_viewers_link_counts_add_up_once() {
         let counters = SendCounters::default();
         let (mut first, mut second) = (LinkCounts::default(), LinkCounts::default());
-        let link = |late, duplicate, overuses| LinkCounts {
-            backlog_skipped: 0,
+        let link = |skipped, late, duplicate, overuses| LinkCounts {
+            backlog_skipped: skipped,
             retransmissions_late: late,
             retransmissions_duplicate: duplicate,
             overuses,
         };
         // Each viewer's figures are its connection's totals: added as they grow.
-        counters.add_link(&mut first, link(2, 10, 1));
-        counters.add_link(&mut second, link(0, 5, 0));
-        counters.add_link(&mut first, link(3, 10, 4));
-        counters.add_link(&mut first, link(3, 10, 4));
-        counters.skipped_for_backlog();
+        counters.add_link(&mut first, link(0, 2, 10, 1));
+        counters.add_link(&mut second, link(1, 0, 5, 0));
+        counters.add_link(&mut first, link(0, 3, 10, 4));
+        counters.add_link(&mut first, link(0, 3, 10, 4));
         assert_eq!(
             counters.link_counts(),
             LinkCounts {

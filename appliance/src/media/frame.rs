@@ -36,17 +36,16 @@ pub const CLOCK_PAIR_TOLERANCE: Duration = Duration::from_micros(200);
 /// clock, and the pair taken again (up to three times) while the two are
 /// more than [`CLOCK_PAIR_TOLERANCE`] apart.
 pub fn capture_clocks() -> (SystemTime, Instant) {
-    let mut pair = (SystemTime::now(), Instant::now());
-    for _ in 0..3 {
+    let mut tries = 0;
+    loop {
         let before = Instant::now();
         let wall = SystemTime::now();
         let after = Instant::now();
-        pair = (wall, before + (after - before) / 2);
-        if after - before <= CLOCK_PAIR_TOLERANCE {
-            break;
+        tries += 1;
+        if after - before <= CLOCK_PAIR_TOLERANCE || tries == 3 {
+            return (wall, before + (after - before) / 2);
         }
     }
-    pair
 }
 
 /// Why a frame's geometry is unusable.

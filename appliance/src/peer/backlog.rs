@@ -55,7 +55,7 @@ pub struct BacklogGate {
     /// the frames that depend on it (see [`BacklogGate::decide`]).
     last_keyframe: Option<(Instant, Duration)>,
 
-    /// Frames skipped so far (for the link log).
+    /// Frames skipped so far (for the link log and /metrics).
     pub skipped: u64,
 }
 

@@ -638,8 +638,8 @@ async fn media_task(
     let (mut sent_frames, mut sent_bytes, mut requests) = (0u64, 0u64, 0u64);
     // This link's counts as last added to /metrics' totals.
     let mut counted = LinkCounts::default();
-    let link_counts = || LinkCounts {
-        backlog_skipped: 0,
+    let link_counts = |gate: &BacklogGate| LinkCounts {
+        backlog_skipped: gate.skipped,
         retransmissions_late: pacer.late_retransmissions(),
         retransmissions_duplicate: pacer.duplicate_retransmissions(),
         overuses: estimate.overuses(),
@@ -683,8 +683,6 @@ async fn media_task(
                 let age = frame.captured_at.elapsed().unwrap_or_default().as_millis() as u64;
                 tracing::debug!(target: BENCH, %viewer, keyframe = frame.keyframe, bytes = frame.data.len(), capture_age_ms = age, "bench: first-frame-sent");
             }
-        } else {
-            fanout.sent().skipped_for_backlog();
         }
         // A viewer waiting for the keyframe it chose to wait for gets it
         // without asking everyone's encoder for one.
@@ -699,7 +697,7 @@ async fn media_task(
             last_report = Instant::now();
         }
         if last_log.elapsed() >= Duration::from_secs(1) {
-            fanout.sent().add_link(&mut counted, link_counts());
+            fanout.sent().add_link(&mut counted, link_counts(&gate));
             let (delay_based, loss_based, loss) = estimate.halves();
             tracing::debug!(
                 target: LINK,
@@ -729,7 +727,7 @@ async fn media_task(
             sent_bytes = 0;
         }
     };
-    fanout.sent().add_link(&mut counted, link_counts());
+    fanout.sent().add_link(&mut counted, link_counts(&gate));
     drop(feed);
     let _ = events.send(SessionEvent::Ended(viewer, reason));
 }

@@ -66,17 +66,22 @@ function summary(name, frames, stats0, stats1) {
   const seconds = (stats1.timestamp - stats0.timestamp) / 1000;
   const latencies = frames.map(([presented, captured]) => presented - captured);
   const gaps = frames.slice(1).map(([presented], i) => presented - frames[i][0]);
+  const longest = gaps.length ? gaps.indexOf(Math.max(...gaps)) : -1;
+  // When the longest gap ended: seconds into the recording, and the wall-clock time (to find it in the logs).
+  const longestEnd = longest >= 0 ? frames[longest + 1][0] : NaN;
+  const longestAt = Number.isFinite(longestEnd)
+    ? ` (ending ${((longestEnd - frames[0][0]) / 1000).toFixed(1)} s in at ${new Date(longestEnd).toISOString().slice(11, 22)})`
+    : '';
   const figures = {
     seconds,
     fps: (stats1.framesDecoded - stats0.framesDecoded) / seconds,
     latency: latencies.length ? median(latencies) : Infinity,
-    longestGap: gaps.length ? Math.max(...gaps) : Infinity,
+    longestGap: longest >= 0 ? gaps[longest] : Infinity,
     keyframes: stats1.keyFramesDecoded - stats0.keyFramesDecoded,
   };
   console.log(`${name.padEnd(34)} ${((stats1.framesDecoded - stats0.framesDecoded) / seconds).toFixed(1)} fps decoded,`
     + ` latency median ${median(latencies).toFixed(0)} ms p90 ${quantile(latencies, 0.9).toFixed(0)} ms,`
-    + ` longest gap ${Math.max(...gaps).toFixed(0)} ms (ending ${((frames[gaps.indexOf(Math.max(...gaps)) + 1]?.[0] - frames[0]?.[0]) / 1000).toFixed(1)} s in`
-    + ` at ${new Date(frames[gaps.indexOf(Math.max(...gaps)) + 1]?.[0]).toISOString().slice(11, 22)}), keyframes ${stats1.keyFramesDecoded - stats0.keyFramesDecoded}`
+    + ` longest gap ${figures.longestGap.toFixed(0)} ms${longestAt}, keyframes ${stats1.keyFramesDecoded - stats0.keyFramesDecoded}`
     + ` in ${seconds.toFixed(0)} s, freezes ${stats1.freezeCount - stats0.freezeCount}, PLI sent ${stats1.pliCount - stats0.pliCount}`);
   return figures;
 }
