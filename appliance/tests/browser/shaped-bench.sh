@@ -27,7 +27,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for ns in "$cam" "$clean" "$weak"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+# IPv6 off in the namespaces: the test is IPv4 only, and a veth's IPv6
+# link-local address settling a moment after the page opened made Chromium
+# abort the navigation with ERR_NETWORK_CHANGED (seen once).
+for ns in "$cam" "$clean" "$weak"; do
+    ip netns add "$ns"
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$ns" link set lo up
+done
 link() { # link VIEWER_NS CAM_IF VIEWER_IF SUBNET
     ip link add "$2" type veth peer name "$3"
     ip link set "$2" netns "$cam"
